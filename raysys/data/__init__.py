@@ -1,0 +1,1 @@
+"""Archive format, demo archive, decoding, features, augmentations and the Ray Data pipeline."""

@@ -1,0 +1,63 @@
+"""Config: YAML + dotted overrides, errors naming the key path."""
+
+from __future__ import annotations
+
+import pytest
+
+from raysys.cli import main
+from raysys.config import ConfigError, load_config
+
+
+def test_defaults_validate() -> None:
+    cfg = load_config()
+    assert cfg.data.views_per_modality == 2
+    assert cfg.data.audio.channels == ["logmel", "logstft", "pcen"]
+
+
+def test_yaml_and_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("seed: 3\ndata:\n  batch_size: 8\n  audio:\n    n_bins: 32\n")
+    cfg = load_config(path, ["data.batch_size=16", "data.modalities=[audio, image]"])
+    assert cfg.seed == 3
+    assert cfg.data.batch_size == 16  # override wins over the file
+    assert cfg.data.audio.n_bins == 32
+    assert cfg.data.modalities == ["audio", "image"]
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.batch_size=0", "data.batch_size: Input should be greater than or equal to 1"),
+        ("data.batchsize=4", "data.batchsize: unknown key"),
+        ("data.audio.channels=[mfcc]", "data.audio.channels.0:"),
+        ("data.modalities=[]", "data.modalities"),
+        ("data.augment.audio.gain_p=1.5", "data.augment.audio.gain_p"),
+        ("nosuch.key=1", "nosuch: unknown key"),
+    ],
+)
+def test_errors_name_the_key(override: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert needle in str(err.value)
+
+
+def test_malformed_override_and_file(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="not of the form"):
+        load_config(None, ["data.batch_size"])
+    with pytest.raises(ConfigError, match="is a value, not a section"):
+        load_config(None, ["seed=1", "seed.x=1"])
+    with pytest.raises(ConfigError, match="seed: Input should be a valid integer"):
+        load_config(None, ["seed.x=1"])
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(bad)
+
+
+def test_cli_reports_config_error(capsys) -> None:
+    assert main(["config", "show", "data.batch_size=-1"]) == 2
+    assert "data.batch_size" in capsys.readouterr().err
+    assert main(["config", "show", "data.batch_size=7"]) == 0
+    assert "batch_size: 7" in capsys.readouterr().out
