@@ -34,8 +34,10 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
 
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from raysys.data.inspect import inspect_archive, print_summary
+    from raysys.runtime import init_ray
 
     cfg = _config_from(args, [f"archive={args.archive}"])
+    init_ray()
     summary = inspect_archive(cfg.archive, cfg.data, out_dir=args.out)
     print_summary(summary, out_dir=args.out)
     return 0 if summary["ok"] else 3

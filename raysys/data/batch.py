@@ -20,10 +20,15 @@ Ray Data yields (flat dict, one array per column, leading dim B):
 | tabular_present | bool | [B] |  |
 | aug.<modality>.<name>.applied | bool | [B, V] | augmentation applied to that view |
 | aug.<modality>.<name>.<param> | float32 | [B, V] | its parameter (0 when not applied) |
-| relevance_key | str | [B, K] | graded-relevance candidates, '' = pad |
-| relevance_entity_id | int64 | [B, K] | their entity ids, -1 = pad |
+| relevance_entity_id | int64 | [B, K] | graded-relevance candidates' entity ids, -1 = pad |
 | relevance | float32 | [B, K] | ratings 0-100 |
 | relevance_mask | bool | [B, K] | True = a real candidate |
+| relevance_query_view | int8 | [B, K] | rated view: 0 any, 1 audio, 2 image, 3 tabular |
+| relevance_candidate_view | int8 | [B, K] | same, for the candidate |
+| epoch, position | int64 | [B] | the plan's epoch (seeds augmentation) and stream position |
+
+Diagnostic columns (dropped with `diagnostics=False`): `error.<view>` (quarantine reason, ''
+= fine), `path.<view>`, `info.*` (durations, sample rates, image sizes, log rows).
 
 `HeteroBatch.from_numpy` turns such a dict into torch tensors grouped per modality.
 """
@@ -74,6 +79,8 @@ class HeteroBatch:
     relevance_entity_id: torch.Tensor | None = None  # int64 [B, K]
     relevance: torch.Tensor | None = None  # float32 [B, K], 0-100
     relevance_mask: torch.Tensor | None = None  # bool [B, K]
+    relevance_query_view: torch.Tensor | None = None  # int8 [B, K], 0 = any view
+    relevance_candidate_view: torch.Tensor | None = None  # int8 [B, K]
 
     @property
     def size(self) -> int:
@@ -82,7 +89,9 @@ class HeteroBatch:
     @staticmethod
     def from_numpy(batch: Mapping[str, Any], device: str | torch.device = "cpu") -> HeteroBatch:
         def t(name: str) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(batch[name])).to(device)
+            # Ray hands out read-only views of Arrow buffers; torch needs writable memory.
+            array = np.require(np.asarray(batch[name]), requirements="W")
+            return torch.from_numpy(array).to(device)
 
         views: dict[str, ModalityViews] = {}
         for modality in MODALITIES:
@@ -107,4 +116,6 @@ class HeteroBatch:
             relevance_entity_id=t("relevance_entity_id") if has_rel else None,
             relevance=t("relevance") if has_rel else None,
             relevance_mask=t("relevance_mask") if has_rel else None,
+            relevance_query_view=t("relevance_query_view") if has_rel else None,
+            relevance_candidate_view=t("relevance_candidate_view") if has_rel else None,
         )

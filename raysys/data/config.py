@@ -12,6 +12,15 @@ Modality = Literal["audio", "image", "tabular"]
 AudioChannel = Literal["logmel", "logstft", "pcen"]
 
 
+def _check_range(
+    name: str, value: tuple[float, float], low: float | None, high: float | None
+) -> None:
+    """A sampling range `(lo, hi)` must satisfy low <= lo <= hi <= high (None = unbounded)."""
+    lo, hi = value
+    if lo > hi or (low is not None and lo < low) or (high is not None and hi > high):
+        raise ValueError(f"{name}={value}: need {low} <= lo <= hi <= {high}")
+
+
 class AudioFeatures(Section):
     """Multi-channel time-frequency stack `[C, F, T]` computed with torchaudio."""
 
@@ -22,7 +31,15 @@ class AudioFeatures(Section):
     hop_length: int = Field(256, gt=0)
     n_bins: int = Field(64, gt=0, description="frequency bins F shared by every channel")
     f_min: float = Field(0.0, ge=0)
-    f_max: float | None = Field(None, gt=0)
+    f_max: float | None = Field(None, gt=0, description="upper band edge in Hz; None = sr/2")
+    log_eps: float = Field(1e-6, gt=0, description="floor added before log: log(x + log_eps)")
+    pcen_time_constant: float = Field(
+        0.4, gt=0, description="PCEN smoother time constant in seconds (Wang et al. 2017: 0.4)"
+    )
+    pcen_gain: float = Field(0.98, ge=0, le=1, description="PCEN alpha (AGC strength)")
+    pcen_bias: float = Field(2.0, gt=0, description="PCEN delta (offset before compression)")
+    pcen_power: float = Field(0.5, gt=0, le=1, description="PCEN r (root compression)")
+    pcen_eps: float = Field(1e-6, gt=0, description="PCEN epsilon in (eps + M)^alpha")
 
     @model_validator(mode="after")
     def _check(self) -> AudioFeatures:
@@ -46,6 +63,29 @@ class AudioAugment(Section):
     time_mask_p: float = Field(0.5, ge=0, le=1)
     freq_mask_max_frac: float = Field(0.15, ge=0, le=1)
     freq_mask_p: float = Field(0.5, ge=0, le=1)
+    crop_p: float = Field(1.0, ge=0, le=1, description="random (vs centre) clip crop")
+    crop_shared: bool = Field(
+        True, description="all views of an entity share the crop position (LOEV); False = COLA"
+    )
+    pitch_shift_ratio_base: int = Field(
+        200,
+        ge=10,
+        le=2000,
+        description="pitch ratio is quantised to k/base so resampling stays cheap (base=200: "
+        "<=0.09 semitone steps, ~1 ms per 1 s clip; the recorded semitones are the exact ones)",
+    )
+    vocoder_n_fft: int = Field(512, ge=16, description="phase-vocoder STFT size (stretch, pitch)")
+    vocoder_hop: int = Field(128, ge=1, description="phase-vocoder hop")
+
+    @model_validator(mode="after")
+    def _check(self) -> AudioAugment:
+        _check_range("gain_db", self.gain_db, None, None)
+        _check_range("noise_snr_db", self.noise_snr_db, None, None)
+        _check_range("pitch_shift_semitones", self.pitch_shift_semitones, -24.0, 24.0)
+        _check_range("time_stretch_rate", self.time_stretch_rate, 0.25, 4.0)
+        if self.vocoder_hop > self.vocoder_n_fft:
+            raise ValueError(f"vocoder_hop={self.vocoder_hop} exceeds vocoder_n_fft")
+        return self
 
 
 class ImageAugment(Section):
@@ -55,10 +95,24 @@ class ImageAugment(Section):
     color_strength: float = Field(0.4, ge=0, le=1)
     color_p: float = Field(0.8, ge=0, le=1)
 
+    @model_validator(mode="after")
+    def _check(self) -> ImageAugment:
+        _check_range("crop_scale", self.crop_scale, 1e-3, 1.0)
+        return self
+
 
 class TabularAugment(Section):
     corrupt_fraction: tuple[float, float] = (0.1, 0.3)
     corrupt_p: float = Field(0.5, ge=0, le=1)
+    corrupt_categorical: bool = Field(
+        True, description="also replace categorical ids with ids drawn from other rows"
+    )
+    window_p: float = Field(1.0, ge=0, le=1, description="random (vs centre) row-window offset")
+
+    @model_validator(mode="after")
+    def _check(self) -> TabularAugment:
+        _check_range("corrupt_fraction", self.corrupt_fraction, 0.0, 1.0)
+        return self
 
 
 class Augment(Section):
@@ -80,6 +134,9 @@ class DataConfig(Section):
     audio: AudioFeatures = Field(default_factory=AudioFeatures)
     image_size: int = Field(64, ge=8)
     tabular_window: int = Field(16, ge=1, description="rows per tabular view (padded + masked)")
+    tabular_max_vocab: int = Field(
+        1000, ge=1, description="most frequent categories kept per column; ids 1..N, 0 = unknown"
+    )
     max_candidates: int = Field(16, ge=1, description="graded-relevance list length per entity")
     augment: Augment = Field(default_factory=Augment)
     batch_size: int = Field(32, ge=1)
@@ -92,4 +149,22 @@ class DataConfig(Section):
     def _check(self) -> DataConfig:
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities has duplicates: {self.modalities}")
+        self._check_audio_bands()
         return self
+
+    def _check_audio_bands(self) -> None:
+        nyquist = self.sample_rate / 2
+        a = self.audio
+        if a.n_bins > a.n_fft // 2 + 1:
+            raise ValueError(
+                f"audio.n_bins={a.n_bins} exceeds the {a.n_fft // 2 + 1} STFT bins of "
+                f"audio.n_fft={a.n_fft}"
+            )
+        f_max = nyquist if a.f_max is None else a.f_max
+        if f_max > nyquist or a.f_min >= f_max:
+            raise ValueError(
+                f"audio.f_min={a.f_min}, audio.f_max={a.f_max}: need f_min < f_max <= "
+                f"sample_rate/2 = {nyquist}"
+            )
+        if a.hop_length > a.n_fft:
+            raise ValueError(f"audio.hop_length={a.hop_length} exceeds audio.n_fft={a.n_fft}")

@@ -1,0 +1,156 @@
+"""The Ray Data pipeline: archive -> plan -> decode + views (parallel tasks) -> batches.
+
+    pipe = open_archive("s3://bucket/archive", cfg.data)        # driver: validate, plan, stats
+    ds = pipe.dataset("train", epochs=2)                        # a lazy ray.data.Dataset
+    for batch in iter_hetero_batches(ds.iterator(), cfg.data.batch_size, quarantine=q):
+        ...                                                     # HeteroBatch (torch)
+
+Ray Train: pass `pipe.dataset(...)` as a TorchTrainer dataset and read it with
+`ray.train.get_dataset_shard(name)` (streaming_split under the hood), or call
+`ds.streaming_split(n, equal=True)` yourself. Row content depends only on (seed, key, epoch),
+and with `preserve_order` the stream order only on the plan, so a run is reproducible for a
+given seed and can restart at any stream position (`start=`).
+
+What runs where: the driver reads the manifest, logs and relevance tables (small), computes
+the tabular statistics in one pass and puts the cleaned logs into the object store once; Ray
+tasks fetch and decode files and build the views. Logs must therefore fit in the object store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raysys.data.archive import ArchiveInfo, load_archive
+from raysys.data.batch import HeteroBatch
+from raysys.data.config import DataConfig
+from raysys.data.features import TabularStats
+from raysys.data.plan import EntityTable, EpochPlan, Split
+from raysys.data.quarantine import QuarantineLog
+from raysys.data.rows import ERROR_PREFIX, INFO_COLUMNS, RowBuilder
+
+# Columns the trainer does not need (diagnostics of the decode stage).
+DIAGNOSTIC_COLUMNS = [
+    *(f"{ERROR_PREFIX}{v}" for v in ("audio", "image", "tabular", "build")),
+    "path.audio",
+    "path.image",
+    *INFO_COLUMNS,
+]
+
+def _build_rows(plan: pd.DataFrame, *, builder: RowBuilder) -> dict[str, np.ndarray]:
+    return builder(plan)
+
+
+def compute_tabular_stats(info: ArchiveInfo, cfg: DataConfig) -> TabularStats | None:
+    """Standardisation statistics and category vocabularies, one pass over the cleaned logs."""
+    if info.logs is None or "tabular" not in cfg.modalities:
+        return None
+    logs = info.logs
+    return TabularStats.from_frame(logs.frame, logs.numeric_cols, logs.categorical_cols)
+
+
+@dataclass
+class Pipeline:
+    """An opened archive: validated tables, the entity table, statistics and the logs ref."""
+
+    cfg: DataConfig
+    info: ArchiveInfo
+    entities: EntityTable
+    stats: TabularStats | None
+    _logs_ref: Any = None
+
+    def _logs_handle(self) -> Any:
+        if self.info.logs is None:
+            return None
+        if self._logs_ref is None:
+            import ray
+
+            self._logs_ref = ray.put(self.info.logs)
+        return self._logs_ref
+
+    def plan(self, split: Split = "train", *, epochs: int = 1, shuffle: bool = True) -> EpochPlan:
+        return EpochPlan(self.entities.select(split), epochs, self.cfg.seed, shuffle)
+
+    def dataset(
+        self,
+        split: Split = "train",
+        *,
+        epochs: int = 1,
+        start: int = 0,
+        stop: int | None = None,
+        augment: bool = True,
+        shuffle: bool = True,
+        rows_per_task: int = 8,
+        diagnostics: bool = True,
+    ):
+        """A lazy Ray Dataset of batch-contract rows for plan positions [start, stop)."""
+        import ray
+
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.augment.enabled = augment and cfg.augment.enabled
+        plan = self.plan(split, epochs=epochs, shuffle=shuffle).rows(start=start, stop=stop)
+        chunks = [plan.iloc[i : i + rows_per_task] for i in range(0, len(plan), rows_per_task)]
+        ds = ray.data.from_pandas(chunks or [plan])
+        ds.context.execution_options.preserve_order = True
+        builder = RowBuilder(cfg, self.stats, self._logs_handle())
+        ds = ds.map_batches(
+            _build_rows,
+            batch_format="pandas",
+            batch_size=None,
+            fn_kwargs={"builder": builder},
+            concurrency=self.cfg.decode_concurrency,
+            num_cpus=1,
+        )
+        if not diagnostics:
+            ds = ds.drop_columns(DIAGNOSTIC_COLUMNS)
+        return ds
+
+    def save_stats(self, uri: str) -> None:
+        """Save the tabular statistics with a run (JSON)."""
+        import json
+
+        from raysys.data import fs
+
+        payload = self.stats.to_dict() if self.stats is not None else None
+        fs.write_bytes(uri, json.dumps(payload, indent=1).encode())
+
+
+def open_archive(archive: str, cfg: DataConfig) -> Pipeline:
+    """Validate the archive's tables and prepare the plan; decodes no media file."""
+    info = load_archive(archive)
+    entities = EntityTable.build(
+        info, max_candidates=cfg.max_candidates, eval_fraction=cfg.eval_fraction, seed=cfg.seed
+    )
+    return Pipeline(cfg, info, entities, compute_tabular_stats(info, cfg))
+
+
+def iter_hetero_batches(
+    iterator: Any,
+    batch_size: int,
+    *,
+    quarantine: QuarantineLog | None = None,
+    max_bad_fraction: float | None = None,
+    min_records: int = 64,
+    drop_last: bool = False,
+    prefetch_batches: int = 2,
+) -> Iterator[HeteroBatch]:
+    """HeteroBatches from a Dataset or DataIterator (e.g. a Ray Train shard).
+
+    Bad records are counted into `quarantine`; with `max_bad_fraction` the stream stops with
+    TooManyBadRecords once that share is passed (after `min_records`).
+    """
+    for batch in iterator.iter_batches(
+        batch_size=batch_size,
+        batch_format="numpy",
+        drop_last=drop_last,
+        prefetch_batches=prefetch_batches,
+    ):
+        if quarantine is not None:
+            quarantine.add_batch(batch)
+            if max_bad_fraction is not None:
+                quarantine.check(max_bad_fraction, min_records=min_records)
+        yield HeteroBatch.from_numpy(batch)

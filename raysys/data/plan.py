@@ -1,0 +1,154 @@
+"""The entity plan: which entity is read when, decided on the driver before any file is decoded.
+
+A plan is a small table, one row per (epoch, entity) in stream order, holding everything a
+decode task needs except the bytes: key, entity id, file locations, the graded-relevance list,
+the epoch (which seeds the augmentations) and the row's global position in the stream. Because
+the order is fixed here, a stream can be resumed exactly: `EpochPlan.rows(start=n)` skips the
+first n rows without touching them.
+
+Split: an entity is held out for evaluation when `hash(key, seed) < eval_fraction`, so the
+split is stable when the archive grows and identical on every worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from raysys.data.archive import ArchiveInfo, Relevance
+from raysys.data.batch import entity_id_of
+
+Split = Literal["train", "eval", "all"]
+VIEW_CODES = {None: 0, "audio": 1, "image": 2, "tabular": 3}
+
+
+def is_eval(entity_ids: np.ndarray, eval_fraction: float, seed: int) -> np.ndarray:
+    """Deterministic held-out membership from the entity id (uniform in [0, 1))."""
+    mixed = (entity_ids.astype(np.uint64) ^ np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64))
+    mixed = (mixed * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(11)
+    return (mixed.astype(np.float64) / float(2**53)) < eval_fraction
+
+
+def _relevance_lists(
+    relevance: Relevance | None, keys: list[str], k: int
+) -> dict[str, np.ndarray]:
+    """Per entity: candidate keys/ids, ratings, view codes and mask, padded to k (best first)."""
+    n = len(keys)
+    out = {
+        "relevance_key": np.full((n, k), "", dtype=object),
+        "relevance_entity_id": np.full((n, k), -1, dtype=np.int64),
+        "relevance": np.zeros((n, k), dtype=np.float32),
+        "relevance_mask": np.zeros((n, k), dtype=bool),
+        "relevance_query_view": np.zeros((n, k), dtype=np.int8),
+        "relevance_candidate_view": np.zeros((n, k), dtype=np.int8),
+    }
+    if relevance is None or relevance.frame.empty:
+        return out
+    row_of = {key: i for i, key in enumerate(keys)}
+    frame = relevance.frame.sort_values(
+        ["query", "relevance"], ascending=[True, False], kind="stable"
+    )
+    for query, group in frame.groupby("query", sort=False):
+        i = row_of.get(str(query))
+        if i is None:
+            continue
+        top = group.head(k)
+        m = len(top)
+        candidates = top["candidate"].astype(str).tolist()
+        out["relevance_key"][i, :m] = candidates
+        out["relevance_entity_id"][i, :m] = [entity_id_of(c) for c in candidates]
+        out["relevance"][i, :m] = top["relevance"].to_numpy(dtype=np.float32)
+        out["relevance_mask"][i, :m] = True
+        out["relevance_query_view"][i, :m] = [VIEW_CODES[v] for v in _views(top["query_view"])]
+        out["relevance_candidate_view"][i, :m] = [
+            VIEW_CODES[v] for v in _views(top["candidate_view"])
+        ]
+    return out
+
+
+def _views(column: pd.Series) -> list[str | None]:
+    return [None if pd.isna(v) else str(v) for v in column.tolist()]
+
+
+@dataclass
+class EntityTable:
+    """One row per usable entity of the archive with its split and relevance list."""
+
+    frame: pd.DataFrame  # key, entity_id, audio, image, has_logs, split
+    relevance: dict[str, np.ndarray]  # row-aligned with frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @staticmethod
+    def build(info: ArchiveInfo, *, max_candidates: int, eval_fraction: float, seed: int
+              ) -> EntityTable:
+        m = info.manifest
+        ids = np.array([entity_id_of(k) for k in m.keys], dtype=np.int64)
+        spans = info.logs.spans if info.logs is not None else {}
+        frame = pd.DataFrame(
+            {
+                "key": m.keys,
+                "entity_id": ids,
+                "audio": m.views["audio"],
+                "image": m.views["image"],
+                "has_logs": [k in spans for k in m.keys],
+                "split": np.where(is_eval(ids, eval_fraction, seed), "eval", "train"),
+            }
+        )
+        return EntityTable(frame, _relevance_lists(info.relevance, m.keys, max_candidates))
+
+    def select(self, split: Split) -> EntityTable:
+        if split == "all":
+            return self
+        keep = (self.frame["split"] == split).to_numpy()
+        frame = self.frame[keep].reset_index(drop=True)
+        return EntityTable(frame, {name: a[keep] for name, a in self.relevance.items()})
+
+    def labels(self, info: ArchiveInfo) -> pd.DataFrame:
+        """Evaluation-only label columns, row-aligned with this table."""
+        labels = info.manifest.labels.assign(key=info.manifest.keys).set_index("key")
+        return labels.loc[self.frame["key"]].reset_index()
+
+
+@dataclass
+class EpochPlan:
+    """Stream order over `epochs` passes of an EntityTable (shuffled per epoch by seed)."""
+
+    table: EntityTable
+    epochs: int
+    seed: int
+    shuffle: bool = True
+
+    def __len__(self) -> int:
+        return len(self.table) * self.epochs
+
+    def order(self, epoch: int) -> np.ndarray:
+        n = len(self.table)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, epoch, 0x5EED]).permutation(n)
+
+    def rows(self, *, start: int = 0, stop: int | None = None) -> pd.DataFrame:
+        """Plan rows [start, stop) of the stream: the table's columns + epoch + position."""
+        n = len(self.table)
+        stop = len(self) if stop is None else min(stop, len(self))
+        if n == 0 or start >= stop:
+            return self._frame(np.zeros(0, np.int64), np.zeros(0, np.int64), start)
+        first, last = start // n, (stop - 1) // n
+        index = np.concatenate([self.order(e) for e in range(first, last + 1)])
+        epochs = np.repeat(np.arange(first, last + 1), n)
+        lo = start - first * n
+        sl = slice(lo, lo + (stop - start))
+        return self._frame(index[sl], epochs[sl], start)
+
+    def _frame(self, index: np.ndarray, epochs: np.ndarray, start: int) -> pd.DataFrame:
+        frame = self.table.frame.iloc[index].reset_index(drop=True)
+        frame["epoch"] = epochs
+        frame["position"] = np.arange(start, start + len(index), dtype=np.int64)
+        for name, array in self.table.relevance.items():
+            frame[name] = list(array[index])
+        return frame

@@ -1,0 +1,44 @@
+"""Starting or joining Ray, with quiet, predictable defaults for the CLI and jobs."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
+             **kwargs: Any) -> Any:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local instance.
+
+    `quiet` keeps Ray Data's per-operator progress lines off the console (raysys prints its own
+    progress) and worker warnings at WARNING level.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    address = address or os.environ.get("RAY_ADDRESS")
+    options: dict[str, Any] = {"ignore_reinit_error": True, **kwargs}
+    if address:
+        options["address"] = address
+    else:
+        options.setdefault("num_cpus", num_cpus)
+        options.setdefault("include_dashboard", False)
+    if quiet:
+        options.setdefault("logging_level", logging.WARNING)
+        options.setdefault("log_to_driver", True)
+    ray.init(**options)
+    if quiet:
+        quiet_ray_data()
+    return ray
+
+
+def quiet_ray_data() -> None:
+    """No per-operator progress output from Ray Data on the driver."""
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
