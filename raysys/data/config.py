@@ -166,5 +166,10 @@ class DataConfig(Section):
                 f"audio.f_min={a.f_min}, audio.f_max={a.f_max}: need f_min < f_max <= "
                 f"sample_rate/2 = {nyquist}"
             )
+        if round(self.clip_seconds * self.sample_rate) <= a.n_fft // 2:
+            raise ValueError(
+                f"clip_seconds={self.clip_seconds} gives fewer than n_fft/2 = {a.n_fft // 2} "
+                "samples; the centred STFT needs more"
+            )
         if a.hop_length > a.n_fft:
             raise ValueError(f"audio.hop_length={a.hop_length} exceeds audio.n_fft={a.n_fft}")

@@ -6,7 +6,9 @@ Every function is deterministic; randomness lives in `raysys.data.augment`.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -271,8 +273,8 @@ class TabularStats:
 
     def merge(self, other: TabularStats) -> TabularStats:
         """Statistics of the union of both blocks' rows."""
-        if set(self.numeric) != set(other.numeric) or set(self.categories) != set(
-            other.categories
+        if (set(self.numeric), set(self.categories)) != (
+            set(other.numeric), set(other.categories)
         ):
             raise ValueError(
                 f"TabularStats.merge: column sets differ: numeric {list(self.numeric)} vs "
@@ -280,12 +282,8 @@ class TabularStats:
                 f"{list(other.categories)}"
             )
         numeric = {c: m.merge(other.numeric[c]) for c, m in self.numeric.items()}
-        categories = {}
-        for col, counts in self.categories.items():
-            merged = dict(counts)
-            for value, n in other.categories[col].items():
-                merged[value] = merged.get(value, 0) + n
-            categories[col] = merged
+        categories = {c: dict(Counter(v) + Counter(other.categories[c]))
+                      for c, v in self.categories.items()}
         return TabularStats(numeric, categories, min(self.max_vocab, other.max_vocab))
 
     @staticmethod
@@ -293,10 +291,7 @@ class TabularStats:
         parts = list(parts)
         if not parts:
             raise ValueError("TabularStats.merge_all: no partial statistics given")
-        total = parts[0]
-        for part in parts[1:]:
-            total = total.merge(part)
-        return total
+        return functools.reduce(TabularStats.merge, parts)
 
     @property
     def numeric_columns(self) -> list[str]:

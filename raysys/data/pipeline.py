@@ -45,12 +45,18 @@ def _build_rows(plan: pd.DataFrame, *, builder: RowBuilder) -> dict[str, np.ndar
     return builder(plan)
 
 
-def compute_tabular_stats(info: ArchiveInfo, cfg: DataConfig) -> TabularStats | None:
-    """Standardisation statistics and category vocabularies, one pass over the cleaned logs."""
+def compute_tabular_stats(
+    info: ArchiveInfo, cfg: DataConfig, train_keys: set[str]
+) -> TabularStats | None:
+    """Standardisation statistics and category vocabularies: one pass over the cleaned logs of
+    the training entities (held-out entities never shape the preprocessing)."""
     if info.logs is None or "tabular" not in cfg.modalities:
         return None
     logs = info.logs
-    return TabularStats.from_frame(logs.frame, logs.numeric_cols, logs.categorical_cols)
+    frame = logs.frame[logs.frame["key"].isin(train_keys)]
+    return TabularStats.from_frame(
+        frame, logs.numeric_cols, logs.categorical_cols, max_vocab=cfg.tabular_max_vocab
+    )
 
 
 @dataclass
@@ -125,7 +131,8 @@ def open_archive(archive: str, cfg: DataConfig) -> Pipeline:
     entities = EntityTable.build(
         info, max_candidates=cfg.max_candidates, eval_fraction=cfg.eval_fraction, seed=cfg.seed
     )
-    return Pipeline(cfg, info, entities, compute_tabular_stats(info, cfg))
+    train_keys = set(entities.select("train").frame["key"])
+    return Pipeline(cfg, info, entities, compute_tabular_stats(info, cfg, train_keys))
 
 
 def iter_hetero_batches(

@@ -149,7 +149,7 @@ class ViewBuilder:
         sources = {"audio": waveform, "image": image, "tabular": log_rows}
         for modality in self.cfg.modalities:
             source = sources[modality]
-            if source is None or (modality == "tabular" and len(source) == 0):
+            if source is None or (isinstance(source, pd.DataFrame) and source.empty):
                 continue
             rngs = [self._rng(entity_id, epoch, modality, _VIEW_STREAM, v)
                     for v in range(self.views)]
