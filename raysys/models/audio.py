@@ -1,0 +1,52 @@
+"""Audio encoder: a small VGG-style CNN over the multi-channel spectrogram stack.
+
+Input `[N, C, F, T]` (C = len(data.audio.channels), F = n_bins, T = frames). Each stage is
+`(conv3x3 -> GroupNorm -> ReLU) x 2 -> maxpool 2x2`; the last stage ends in a global average
+pool over (F, T), so any F, T >= 2**(stages-1) work. Output `[N, widths[-1]]`.
+Parameters: sum over stages of 9 * (c_in * w + w * w) (about 72k for the default 16/32/64).
+Activation memory per view: about 2 * widths[0] * F * T floats at the first stage.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raysys.models.base import StagedEncoder, group_norm
+from raysys.models.config import AudioEncoderConfig
+
+
+def conv_stage(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for c in (c_in, c_out):
+        layers += [nn.Conv2d(c, c_out, 3, padding=1, bias=False), group_norm(c_out), nn.ReLU()]
+    if pool:
+        layers.append(nn.MaxPool2d(2, ceil_mode=True))
+    return nn.Sequential(*layers)
+
+
+class AudioCNN(StagedEncoder):
+    """Spectrogram-stack CNN; `trunk` = all stages but the last, `last` = last stage + pool."""
+
+    def __init__(self, cfg: AudioEncoderConfig, in_channels: int) -> None:
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"model.audio: in_channels must be >= 1 (got {in_channels})")
+        self.in_channels = in_channels
+        widths = [in_channels, *cfg.widths]
+        stages = [conv_stage(widths[i], widths[i + 1], pool=True) for i in range(len(cfg.widths))]
+        self.trunk = nn.Sequential(*stages[:-1])
+        self.last = nn.Sequential(stages[-1][:-1], nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.out_dim = cfg.widths[-1]
+
+    def check(self, x: torch.Tensor) -> None:  # type: ignore[override]
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"audio encoder: expected [N, {self.in_channels}, F, T], got {list(x.shape)}"
+            )
+
+
+def build_audio_encoder(cfg: AudioEncoderConfig, in_channels: int) -> StagedEncoder:
+    if cfg.kind == "cnn":
+        return AudioCNN(cfg, in_channels)
+    raise ValueError(f"model.audio.kind: unknown encoder {cfg.kind!r}")

@@ -1,0 +1,95 @@
+"""Typed config of the encoders and heads (`model.*`).
+
+Defaults are small enough to train on two CPU cores (well under a million parameters in
+all); docs/models.md lists sizes that make sense on a GPU. Tabular feature counts and category
+cardinalities are data statistics, not config: they reach the model as `ModelInputs`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from raysys.config_base import Section
+from raysys.data.config import Modality
+
+INVARIANT_HEAD = "invariant"
+COLA_HEAD = "cola"
+
+
+class AudioEncoderConfig(Section):
+    """CNN over the `[C, F, T]` spectrogram stack: one stage per width (2 convs + 2x2 pool)."""
+
+    kind: Literal["cnn"] = "cnn"
+    widths: list[int] = Field(
+        default_factory=lambda: [16, 32, 64], min_length=2, description="channels per stage"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> AudioEncoderConfig:
+        if any(w < 1 for w in self.widths):
+            raise ValueError(f"widths must all be >= 1 (got {self.widths})")
+        return self
+
+
+class ImageEncoderConfig(Section):
+    """torchvision ResNet, random init. `resnet_tiny` = BasicBlock [1,1,1,1] at `width` base."""
+
+    kind: Literal["resnet_tiny", "resnet18"] = "resnet_tiny"
+    width: int = Field(8, ge=1, description="base width of resnet_tiny (stages w, 2w, 4w, 8w)")
+
+
+class TabularEncoderConfig(Section):
+    """Per-row encoder (numbers + category embeddings), pooled over the masked row window."""
+
+    kind: Literal["mlp", "transformer"] = "mlp"
+    hidden: int = Field(64, ge=1, description="row / token width")
+    cat_dim: int = Field(8, ge=1, description="embedding size of each categorical column")
+    layers: int = Field(2, ge=1, description="transformer layers (mlp: fixed 2-layer row MLP)")
+    heads: int = Field(2, ge=1, description="attention heads (transformer only)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TabularEncoderConfig:
+        if self.kind == "transformer" and self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        return self
+
+
+class ModelConfig(Section):
+    """Per-modality encoders, projection heads to `embed_dim`, LOEV heads, LOEV++, COLA."""
+
+    embed_dim: int = Field(64, ge=1, description="shared embedding dimension of every head")
+    proj_hidden: int = Field(128, ge=1, description="hidden width of the projection MLPs")
+    audio: AudioEncoderConfig = Field(default_factory=AudioEncoderConfig)
+    image: ImageEncoderConfig = Field(default_factory=ImageEncoderConfig)
+    tabular: TabularEncoderConfig = Field(default_factory=TabularEncoderConfig)
+    loev_heads: list[str] = Field(
+        default_factory=list,
+        description="tracked augmentations, one extra head each (e.g. pitch_shift, time_stretch)",
+    )
+    loev_plus_plus: bool = Field(False, description="replicate the last encoder stage per head")
+    loev_plus_plus_modalities: list[Modality] = Field(
+        default_factory=lambda: ["audio"], description="encoders whose last stage is replicated"
+    )
+    cola: bool = Field(False, description="add the COLA head tanh(LayerNorm(Linear(x)))")
+
+    @field_validator("loev_heads")
+    @classmethod
+    def _check_heads(cls, heads: list[str]) -> list[str]:
+        for name in heads:
+            if name in (INVARIANT_HEAD, COLA_HEAD):
+                raise ValueError(f"{name!r} is a reserved head name")
+        if len(set(heads)) != len(heads):
+            raise ValueError(f"duplicates in {heads}")
+        return heads
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.loev_plus_plus and not self.loev_heads:
+            raise ValueError("loev_plus_plus needs at least one entry in loev_heads")
+        return self
+
+    def head_names(self) -> list[str]:
+        """Contrastive heads in order: the invariant head, then one per tracked augmentation."""
+        return [INVARIANT_HEAD, *self.loev_heads]
