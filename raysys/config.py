@@ -16,6 +16,9 @@ from pydantic import Field, ValidationError
 
 from raysys.config_base import Section
 from raysys.data.config import DataConfig
+from raysys.models.config import ModelConfig
+from raysys.objectives.config import ObjectiveConfig
+from raysys.train.config import TrainConfig
 
 
 class ConfigError(ValueError):
@@ -29,6 +32,9 @@ class RaysysConfig(Section):
     out: str = Field("raysys-demo/run", description="run folder (local or s3://)")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
 
 
 def _format_errors(err: ValidationError) -> str:

@@ -24,7 +24,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
         options["address"] = address
     else:
         options.setdefault("num_cpus", num_cpus)
-        options.setdefault("include_dashboard", False)
+        options.setdefault("include_dashboard", True)  # Ray Train's state API needs it
     if quiet:
         options.setdefault("logging_level", logging.WARNING)
         options.setdefault("log_to_driver", True)

@@ -143,6 +143,10 @@ class DataConfig(Section):
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="entities held out by key hash")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="abort above this bad share")
     decode_concurrency: int | None = Field(None, ge=1, description="map tasks; None = Ray's")
+    decode_cpus: float = Field(
+        1.0, gt=0, description="logical CPUs per decode task (fractions let decoding share "
+        "CPUs with training workers)"
+    )
     seed: int = 0
 
     @model_validator(mode="after")

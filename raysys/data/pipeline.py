@@ -92,13 +92,23 @@ class Pipeline:
         shuffle: bool = True,
         rows_per_task: int = 8,
         diagnostics: bool = True,
+        shard: tuple[int, int, int] | None = None,
     ):
-        """A lazy Ray Dataset of batch-contract rows for plan positions [start, stop)."""
+        """A lazy Ray Dataset of batch-contract rows for plan positions [start, stop).
+
+        `shard=(rank, world_size, micro_batch)` keeps the rows of one data-parallel rank: the
+        stream is cut into micro-batches of `micro_batch` rows dealt round-robin to the ranks,
+        so step s of every rank is fixed by the plan alone (exact resume, no dynamic split).
+        """
         import ray
 
         cfg = self.cfg.model_copy(deep=True)
         cfg.augment.enabled = augment and cfg.augment.enabled
         plan = self.plan(split, epochs=epochs, shuffle=shuffle).rows(start=start, stop=stop)
+        if shard is not None:
+            rank, world, micro = shard
+            plan = plan[(plan["position"].to_numpy() // micro) % world == rank]
+            plan = plan.reset_index(drop=True)
         chunks = [plan.iloc[i : i + rows_per_task] for i in range(0, len(plan), rows_per_task)]
         ds = ray.data.from_pandas(chunks or [plan])
         ds.context.execution_options.preserve_order = True
@@ -109,7 +119,7 @@ class Pipeline:
             batch_size=None,
             fn_kwargs={"builder": builder},
             concurrency=self.cfg.decode_concurrency,
-            num_cpus=1,
+            num_cpus=self.cfg.decode_cpus,
         )
         if not diagnostics:
             ds = ds.drop_columns(DIAGNOSTIC_COLUMNS)

@@ -1,0 +1,1 @@
+"""Distributed pretraining on Ray Train + DeepSpeed: config, worker loop, checkpoints, metrics."""

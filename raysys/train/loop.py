@@ -1,0 +1,262 @@
+"""The per-worker training function that Ray Train runs on every rank.
+
+    resume (latest registered checkpoint) -> stream this rank's shard from the restored
+    position -> forward / objective / backward / step -> metrics every `log_every` steps,
+    checkpoint every `checkpoint_every` steps and at the end (every rank saves its shards).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from raysys.config import RaysysConfig
+from raysys.data.pipeline import Pipeline, iter_hetero_batches
+from raysys.data.quarantine import QuarantineLog
+from raysys.models.multimodal import ModelInputs, MultiViewModel
+from raysys.objectives.multiview import Negatives
+from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
+from raysys.objectives.objective import ContrastiveObjective
+from raysys.train import checkpoint as ckpt
+from raysys.train.deepspeed_setup import initialize
+from raysys.train.metrics import MetricsLog, peak_memory_mib
+from raysys.train.module import TrainModule, cast_batch
+
+
+class NonFiniteLoss(RuntimeError):
+    """A step's loss was NaN/inf and `train.nonfinite` says stop (or too many were skipped)."""
+
+
+def model_inputs(cfg: RaysysConfig, pipe: Pipeline) -> ModelInputs:
+    stats = pipe.stats
+    cards = tuple(len(stats.vocab(c)) + 1 for c in stats.categorical_columns) if stats else ()
+    num = len(stats.numeric_columns) if stats else 0
+    return ModelInputs.from_data(cfg.data, num, cards)
+
+
+def signature(cfg: RaysysConfig, inputs: ModelInputs) -> dict[str, Any]:
+    """What a checkpoint must match to be loadable: the model's shape-defining config."""
+    from dataclasses import asdict
+
+    return {"model": cfg.model.model_dump(mode="json"),
+            "inputs": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in asdict(inputs).items()},
+            "objective_params": {"cola": cfg.objective.cola,
+                                 "learnable_temperature": cfg.objective.learnable_temperature},
+            "zero_stage": cfg.train.zero_stage}
+
+
+@dataclass
+class StepStats:
+    """Timing and counters between two log points."""
+
+    wait_s: float = 0.0
+    busy_s: float = 0.0
+    samples: int = 0
+    skipped: int = 0
+    terms: dict[str, list[float]] = field(default_factory=dict)
+
+    def add_terms(self, out: dict[str, torch.Tensor]) -> None:
+        for name, value in out.items():
+            self.terms.setdefault(name, []).append(float(value.detach().float()))
+
+
+def _all_finite(loss: torch.Tensor) -> bool:
+    ok = torch.tensor([1.0 if torch.isfinite(loss).item() else 0.0])
+    if dist.is_initialized():
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    return bool(ok.item() > 0)
+
+
+class Trainer:
+    """State and steps of one rank. `run()` is the whole per-worker function."""
+
+    def __init__(self, cfg: RaysysConfig, pipe: Pipeline, rank: int, world: int) -> None:
+        self.cfg, self.pipe, self.rank, self.world = cfg, pipe, rank, world
+        self.t = cfg.train
+        self.micro = cfg.data.batch_size
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.inputs = model_inputs(cfg, pipe)
+        model = MultiViewModel(cfg.model, self.inputs)
+        objective = ContrastiveObjective(cfg.objective, cfg.model.embed_dim)
+        self.module = TrainModule(model, objective)
+        self.engine, self.optimizer, self.scheduler = initialize(
+            self.module, self.t, self.micro, world
+        )
+        self.device = self.engine.device
+        self.dtype = torch.bfloat16 if self.t.precision == "bf16" else torch.float32
+        neg = cfg.objective.negatives
+        self.queue = (EmbeddingQueue(neg.queue_size, cfg.model.embed_dim).to(self.device)
+                      if neg.queue_size else None)
+        self.key_encoder = MomentumEncoder(model) if neg.momentum is not None else None
+        self.step = 0
+        self.quarantine = QuarantineLog()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def extra_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"quarantine_bad": self.quarantine.total_bad,
+                                 "quarantine_attempted": self.quarantine.total_attempted}
+        if self.queue is not None:
+            state["queue"] = self.queue.state_dict()
+        if self.key_encoder is not None:
+            state["key_encoder"] = self.key_encoder.state_dict()
+        return state
+
+    def restore(self, directory: Path) -> None:
+        self.step, state = ckpt.load(directory, engine=self.engine, rank=self.rank,
+                                     signature=signature(self.cfg, self.inputs))
+        if self.queue is not None and "queue" in state:
+            self.queue.load_state_dict(state["queue"])
+        if self.key_encoder is not None and "key_encoder" in state:
+            self.key_encoder.load_state_dict(state["key_encoder"])
+
+    def save_and_report(self, metrics: dict[str, Any]) -> None:
+        import ray.train
+
+        meta = None
+        if self.rank == 0:
+            meta = {"signature": signature(self.cfg, self.inputs),
+                    "config": self.cfg.model_dump(mode="json"),
+                    "position": self.step * self.global_batch}
+        with tempfile.TemporaryDirectory(prefix="raysys-ckpt-") as tmp:
+            ckpt.save(Path(tmp), engine=self.engine, step=self.step, rank=self.rank,
+                      extra_state=self.extra_state(), meta=meta)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                             checkpoint_dir_name=ckpt.tag_of(self.step))
+
+    # -- data ----------------------------------------------------------------------------------
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro * self.world * self.t.grad_accum
+
+    def batches(self):
+        start, stop = self.step * self.global_batch, self.t.steps * self.global_batch
+        n_train = len(self.pipe.entities.select("train"))
+        if n_train == 0:
+            raise ValueError("the archive has no training entities (data.eval_fraction too high?)")
+        epochs = math.ceil(stop / n_train)
+        ds = self.pipe.dataset("train", epochs=epochs, start=start, stop=stop,
+                               shard=(self.rank, self.world, self.micro))
+        return iter(iter_hetero_batches(ds, self.micro, quarantine=self.quarantine,
+                                        max_bad_fraction=self.cfg.data.max_bad_fraction,
+                                        drop_last=True))
+
+    # -- one step ------------------------------------------------------------------------------
+
+    def negatives(self) -> Negatives | None:
+        if self.queue is None or len(self.queue) == 0:
+            return None
+        return Negatives(keys=self.queue.negatives(), ids=self.queue.negative_ids())
+
+    @torch.no_grad()
+    def enqueue(self, batch, encoded) -> None:
+        if self.queue is None:
+            return
+        if self.key_encoder is not None:
+            encoded = self.key_encoder(batch)
+        emb = encoded.embeddings["invariant"].float()
+        present = encoded.present
+        ids = encoded.entity_id.unsqueeze(1).expand_as(present)
+        self.queue.enqueue(emb[present], ids[present])
+
+    def micro_step(self, batch, stats: StepStats) -> None:
+        batch = cast_batch(batch, self.dtype, self.device)
+        out, encoded = self.engine(batch, self.negatives())
+        loss = out["loss"]
+        if not _all_finite(loss):
+            bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
+            message = f"step {self.step + 1}: non-finite loss (terms: {', '.join(bad)})"
+            if self.t.nonfinite == "stop":
+                raise NonFiniteLoss(message + "; train.nonfinite=stop")
+            stats.skipped += 1
+            if self.rank == 0:
+                print(f"[raysys] {message}: micro-batch skipped", flush=True)
+            if stats.skipped > self.t.max_skipped_steps:
+                raise NonFiniteLoss(f"{message}; more than train.max_skipped_steps skipped")
+            loss = sum(p.sum() * 0.0 for p in self.module.parameters())  # drops this micro-batch
+            out = {k: v for k, v in out.items() if torch.isfinite(v).all()}
+        self.engine.backward(loss)
+        self.engine.step()
+        stats.add_terms(out)
+        self.enqueue(batch, encoded)
+
+    def optimizer_step(self, it, stats: StepStats) -> None:
+        for _ in range(self.t.grad_accum):
+            t0 = time.perf_counter()
+            batch = next(it)
+            t1 = time.perf_counter()
+            self.micro_step(batch, stats)
+            stats.wait_s += t1 - t0
+            stats.busy_s += time.perf_counter() - t1
+            stats.samples += batch.size * self.world
+        if self.key_encoder is not None:
+            self.key_encoder.update(self.module.model, self.cfg.objective.negatives.momentum)
+        if self.module.objective.temperature.learnable:
+            with torch.no_grad():
+                self.module.objective.temperature.clamp_()
+        self.step += 1
+
+    def metrics(self, stats: StepStats) -> dict[str, Any]:
+        total = stats.wait_s + stats.busy_s
+        bad = torch.tensor([self.quarantine.total_bad, self.quarantine.total_attempted],
+                           dtype=torch.float64)
+        if dist.is_initialized():
+            dist.all_reduce(bad)
+        m: dict[str, Any] = {k: sum(v) / len(v) for k, v in stats.terms.items() if v}
+        m.update({
+            "lr": self.scheduler.get_last_lr()[0],
+            "samples_per_s": stats.samples / max(total, 1e-9),
+            "data_wait_fraction": stats.wait_s / max(total, 1e-9),
+            "pool_keys": m.pop("pool/keys", float("nan")),
+            "queue_size": len(self.queue) if self.queue is not None else 0,
+            "peak_memory_mib": peak_memory_mib(self.device),
+            "skipped_micro_batches": stats.skipped,
+            "bad_records": int(bad[0]),
+            "bad_fraction": float(bad[0] / max(bad[1], 1)),
+        })
+        return m
+
+    def run(self) -> None:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                self.restore(Path(d))
+        log = MetricsLog(self.cfg.out, total_steps=self.t.steps, resume_step=self.step,
+                         tensorboard=self.t.tensorboard, enabled=self.rank == 0)
+        if self.rank == 0:
+            resumed = f"resumed at step {self.step}" if self.step else "starting"
+            print(f"[raysys] {resumed}: {self.world} workers x {self.micro} entities x "
+                  f"{self.t.grad_accum} accumulation = {self.global_batch} per step", flush=True)
+        it, stats = self.batches(), StepStats()
+        while self.step < self.t.steps:
+            self.optimizer_step(it, stats)
+            last = self.step == self.t.steps
+            save = last or self.step % self.t.checkpoint_every == 0
+            if save or self.step % self.t.log_every == 0:
+                record = log.log(self.step, self.metrics(stats))
+                stats = StepStats(skipped=stats.skipped)
+                if save:
+                    self.save_and_report(record)
+                else:
+                    ray.train.report(record)
+        log.close()
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train's per-worker entry point: `config = {"cfg": dict, "pipeline": Pipeline}`."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    cfg = RaysysConfig.model_validate(config["cfg"])
+    Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()

@@ -1,0 +1,91 @@
+"""Metrics of a run: `RUN/metrics.jsonl` (one JSON object per logged step), TensorBoard event
+files under `RUN/tensorboard/`, and a one-line live progress display on the console.
+
+Only rank 0 writes. On resume, lines of steps after the restored step are dropped first, so
+the file always describes one consistent trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HEADLINE = ("binary", "continuous", "loev", "cola")
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """Peak GPU memory allocated (CUDA) or peak resident set size of this process (CPU)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN; a null marks a non-finite value
+    return value
+
+
+class MetricsLog:
+    """Appends metrics to metrics.jsonl and TensorBoard; prints progress lines."""
+
+    def __init__(self, run_dir: str, *, total_steps: int, resume_step: int = 0,
+                 tensorboard: bool = True, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.total_steps = total_steps
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.writer = None
+        self.started = time.time()
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._truncate_after(resume_step)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge = resume_step + 1 if resume_step else None  # drop events past the resume
+            self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"), purge_step=purge)
+
+    def _truncate_after(self, step: int) -> None:
+        if not self.path.exists():
+            return
+        keep = [line for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.path.write_text("".join(line + "\n" for line in keep))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        if not self.enabled:
+            return record
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(name, value, step)
+            self.writer.flush()
+        print(self.progress_line(record), flush=True)
+        return record
+
+    def progress_line(self, r: dict[str, Any]) -> str:
+        terms = " ".join(f"{k} {r[k]:.3f}" for k in HEADLINE if isinstance(r.get(k), float))
+        elapsed = time.time() - self.started
+        fmt = lambda v, spec: "nan" if v is None else format(v, spec)  # noqa: E731
+        return (
+            f"[raysys] step {r['step']}/{self.total_steps} loss {fmt(r.get('loss'), '.4f')} "
+            f"({terms}) lr {fmt(r.get('lr'), '.2e')} {fmt(r.get('samples_per_s'), '.1f')} "
+            f"samples/s data-wait {fmt(r.get('data_wait_fraction'), '.0%')} "
+            f"pool {fmt(r.get('pool_keys'), '.0f')} elapsed {elapsed:.0f}s"
+        )
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
