@@ -144,7 +144,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def image_chw(img: np.ndarray) -> torch.Tensor:
-    """uint8 `[H, W, 3]` -> uint8 tensor `[3, H, W]` (a view, no copy), with a clear error."""
+    """uint8 `[H, W, 3]` -> uint8 tensor `[3, H, W]` (a view when writable), clear errors."""
     if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or (
         img.shape[2] != 3
     ):
@@ -152,7 +152,8 @@ def image_chw(img: np.ndarray) -> torch.Tensor:
         raise ValueError(f"image must be a uint8 numpy array [H, W, 3], got {got}")
     if img.shape[0] == 0 or img.shape[1] == 0:
         raise ValueError(f"image has an empty side: shape {img.shape}")
-    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)
+    # Decoded images may be read-only views (PIL buffers): copy only then.
+    return torch.from_numpy(np.require(img, requirements=("C", "W"))).permute(2, 0, 1)
 
 
 def resize_centre_crop(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -164,11 +164,21 @@ def _parent_dir(filesystem: pafs.FileSystem, path: str) -> None:
 
 
 def write_bytes(uri: str, data: bytes) -> None:
-    """Write a whole file, creating local parent folders (S3 has no folders to create)."""
+    """Write a whole file, creating local parent folders (S3 has no folders to create).
+
+    Local files are written under a temporary name and renamed, so a reader never sees a
+    partial file under the final name; an S3 PUT is atomic by itself.
+    """
     filesystem, path = resolve(uri)
     _parent_dir(filesystem, path)
-    with filesystem.open_output_stream(path) as stream:
-        stream.write(data)
+    if not isinstance(filesystem, pafs.LocalFileSystem):
+        with filesystem.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
 
 
 def write_parquet(uri: str, table: pa.Table) -> None:
