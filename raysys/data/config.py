@@ -138,6 +138,10 @@ class DataConfig(Section):
         1000, ge=1, description="most frequent categories kept per column; ids 1..N, 0 = unknown"
     )
     max_candidates: int = Field(16, ge=1, description="graded-relevance list length per entity")
+    relevance_group: int = Field(
+        4, ge=0, description="training order puts each query next to up to this many - 1 of "
+        "its relevance candidates, so graded lists meet their candidates in a batch; 0 = off"
+    )
     augment: Augment = Field(default_factory=Augment)
     batch_size: int = Field(32, ge=1)
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="entities held out by key hash")

@@ -79,7 +79,8 @@ class Pipeline:
         return self._logs_ref
 
     def plan(self, split: Split = "train", *, epochs: int = 1, shuffle: bool = True) -> EpochPlan:
-        return EpochPlan(self.entities.select(split), epochs, self.cfg.seed, shuffle)
+        return EpochPlan(self.entities.select(split), epochs, self.cfg.seed, shuffle,
+                         group=self.cfg.relevance_group)
 
     def dataset(
         self,
