@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from raysys.config_base import Section
 from raysys.data.config import DataConfig
@@ -36,17 +36,40 @@ class RaysysConfig(Section):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
 
+    @model_validator(mode="after")
+    def _check_sections_agree(self) -> RaysysConfig:
+        """Cross-section rules; each message names the keys involved."""
+        from raysys.data.augment import AUG_PARAMS
+
+        obj, model, data = self.objective, self.model, self.data
+        if obj.loev.enabled:
+            recorded = {name for m in data.modalities for name in AUG_PARAMS[m]}
+            for aug in obj.loev.augmentations:
+                if aug not in model.loev_heads:
+                    raise ValueError(f"objective.loev.augmentations: {aug!r} has no head; "
+                                     f"add it to model.loev_heads (now {model.loev_heads})")
+                if aug not in recorded:
+                    raise ValueError(f"objective.loev.augmentations: {aug!r} is not recorded by "
+                                     f"data.modalities {data.modalities} (recorded: "
+                                     f"{sorted(recorded)})")
+        if obj.cola and not model.cola:
+            raise ValueError("objective.cola needs model.cola: true (the COLA head)")
+        if obj.mode == "anchor" and obj.anchor_modality not in data.modalities:
+            raise ValueError(f"objective.anchor_modality {obj.anchor_modality!r} is not in "
+                             f"data.modalities {data.modalities}")
+        return self
+
 
 def _format_errors(err: ValidationError) -> str:
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        key = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
-        lines.append(f"{key}: {msg}{shown}")
+        lines.append(f"{key}: {msg}{shown}" if key else msg)
     return "invalid config:\n  " + "\n  ".join(lines)
 
 

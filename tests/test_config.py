@@ -61,3 +61,21 @@ def test_cli_reports_config_error(capsys) -> None:
     assert "data.batch_size" in capsys.readouterr().err
     assert main(["config", "show", "data.batch_size=7"]) == 0
     assert "batch_size: 7" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        (["objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift]"],
+         "objective.loev.augmentations: 'pitch_shift' has no head"),
+        (["objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift]",
+          "model.loev_heads=[pitch_shift]", "data.modalities=[image]"],
+         "is not recorded by data.modalities"),
+        (["objective.cola=true"], "objective.cola needs model.cola"),
+        (["objective.mode=anchor", "objective.anchor_modality=tabular",
+          "data.modalities=[audio, image]"], "objective.anchor_modality 'tabular'"),
+    ],
+)
+def test_sections_must_agree(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_config(None, overrides)
