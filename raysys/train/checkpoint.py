@@ -4,14 +4,16 @@ A checkpoint folder `step_{s:08d}` (merged by Ray Train from every rank's report
 
     ds/step_{s:08d}/...      DeepSpeed: module, optimizer and LR-scheduler state, every rank's
                              ZeRO partition (zero_pp_rank_*), written by each rank
-    rank_{r}.pt              per rank: step, torch/numpy/python RNG states, queue contents
-    raysys.json              rank 0: step, stream position, the model signature (model config +
-                             inputs), the full config
+    rank_{r}.pt              per rank: step, torch/numpy/python RNG states, queue contents,
+                             momentum-encoder weights, bad-record counts
+    raysys.json              rank 0: step, stream position, the model signature (model config,
+                             inputs, objective parameters, ZeRO layout), the full config
 
-Restored on resume: model, optimizer, LR schedule, step, queue, RNG state and the data stream
-position (the plan is deterministic, so the next batch is exactly the one the uninterrupted run
-would have read). Not restored: Ray Data's prefetch buffers (recomputed), wall-clock counters
-(samples/s restarts), TensorBoard events past the step (purged).
+Restored on resume: model, optimizer, LR-schedule position, step, queue, momentum encoder, RNG
+state, bad-record counts and the data stream position (the plan is deterministic, so the next
+batch is exactly the one the uninterrupted run would have read). Not restored: Ray Data's
+prefetch buffers (recomputed), wall-clock counters (samples/s restarts), metrics and
+TensorBoard events past the step (dropped). See docs/training.md.
 """
 
 from __future__ import annotations

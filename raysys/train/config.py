@@ -1,10 +1,14 @@
-"""Typed config of pretraining (`train.*`): workers, DeepSpeed, schedule, checkpoints, faults."""
+"""Typed config of pretraining (`train.*`): workers, DeepSpeed, schedule, checkpoints, faults.
+
+Checks that span sections (objective x train, model x objective) live in
+`raysys.train.preflight.check_run_config`, which the driver runs before any worker starts.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from raysys.config_base import Section
 
@@ -37,11 +41,30 @@ class TrainConfig(Section):
     )
     run_name: str = Field("raysys", min_length=1, description="fixed name: resubmitting resumes")
     max_failures: int = Field(2, ge=-1, description="worker-group restarts; -1 = unlimited")
-    nonfinite: Literal["skip", "stop"] = Field(
-        "skip", description="a step whose loss is NaN/inf is skipped (logged) or stops the run"
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="how Ray places the workers on nodes (SPREAD: one per node if able)"
     )
-    max_skipped_steps: int = Field(10, ge=0, description="stop after this many skipped steps")
+    storage_retries: int = Field(
+        3, ge=0, description="retries of the storage probe before the run (exponential backoff)"
+    )
+    nonfinite: Literal["skip", "stop"] = Field(
+        "skip",
+        description="a micro-batch whose loss is NaN/inf is dropped (with grad_accum=1 the "
+        "whole optimizer step is skipped: weights and optimizer state untouched) or stops the run",
+    )
+    max_skipped_steps: int = Field(
+        10, ge=0, description="stop once more than this many micro-batches were skipped"
+    )
     tensorboard: bool = True
+
+    @field_validator("storage_path")
+    @classmethod
+    def _check_storage(cls, value: str | None) -> str | None:
+        if value is not None:
+            from raysys.data import fs
+
+            fs.normalize(value)  # unsupported scheme / bucket-less URI -> ValueError
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -9,24 +9,21 @@ registered checkpoint (Ray Train restores it into every worker).
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from raysys.config import RaysysConfig, dump_config
 from raysys.data import fs
 from raysys.data.pipeline import open_archive
+from raysys.train import preflight
 from raysys.train.checkpoint import consolidated_state
 from raysys.train.export import export_model, model_state_from_module_state
-from raysys.train.loop import model_inputs, train_worker
+from raysys.train.loop import model_inputs, signature, train_worker
 
 
 def storage_path(cfg: RaysysConfig) -> str:
     """Where checkpoints go: `train.storage_path`, else `<out>/checkpoints` (absolute)."""
-    if cfg.train.storage_path:
-        return cfg.train.storage_path if fs.is_remote(cfg.train.storage_path) else \
-            os.path.abspath(cfg.train.storage_path)
-    return os.path.abspath(os.path.join(cfg.out, "checkpoints"))
+    return preflight.storage_root(cfg)
 
 
 def build_trainer(cfg: RaysysConfig, pipe: Any):
@@ -40,7 +37,7 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
         train_loop_config={"cfg": cfg.model_dump(mode="json"), "pipeline": pipe},
         torch_config=TorchConfig(backend="nccl" if t.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            num_workers=t.num_workers, use_gpu=t.use_gpu, placement_strategy=t.placement_strategy,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
         ),
         run_config=RunConfig(
@@ -63,18 +60,32 @@ def export_from_checkpoint(cfg: RaysysConfig, pipe: Any, checkpoint: Any) -> dic
     )
 
 
+def prepare(cfg: RaysysConfig) -> Any:
+    """Everything checked before Ray starts a worker: config rules, storage reachable (with
+    retries), archive valid, and the checkpoint a resubmission would resume from compatible.
+    Returns the opened pipeline."""
+    if fs.is_remote(cfg.out):
+        raise ValueError("out: the run folder must be local (checkpoints may go to s3:// via "
+                         "train.storage_path)")
+    preflight.check_run_config(cfg)
+    preflight.probe_storage(storage_path(cfg), retries=cfg.train.storage_retries)
+    pipe = open_archive(cfg.archive, cfg.data)
+    resume_step = preflight.check_resume(cfg, signature(cfg, model_inputs(cfg, pipe)))
+    if resume_step:
+        print(f"[raysys] run {cfg.train.run_name!r} resumes from its checkpoint of step "
+              f"{resume_step} in {preflight.run_folder(cfg)}", flush=True)
+    return pipe
+
+
 def pretrain(cfg: RaysysConfig) -> dict[str, Any]:
     """Run (or resume) pretraining; returns a summary with the output locations."""
     from raysys.runtime import init_ray
 
-    if fs.is_remote(cfg.out):
-        raise ValueError("out: the run folder must be local (checkpoints may go to s3:// via "
-                         "train.storage_path)")
+    pipe = prepare(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(cfg))
     init_ray()
-    pipe = open_archive(cfg.archive, cfg.data)
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
     result = build_trainer(cfg, pipe).fit()

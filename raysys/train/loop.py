@@ -42,15 +42,24 @@ def model_inputs(cfg: RaysysConfig, pipe: Pipeline) -> ModelInputs:
 
 
 def signature(cfg: RaysysConfig, inputs: ModelInputs) -> dict[str, Any]:
-    """What a checkpoint must match to be loadable: the model's shape-defining config."""
+    """What a checkpoint must match to be loadable, keyed like the config so that a difference
+    reads `model.embed_dim: checkpoint 32, now 16`: the shape-defining model config, the data
+    facts the model is built from, the objective's parameters and queue, and the ZeRO layout
+    (stage; for stages 1-3 also the number of ranks the state is partitioned over)."""
     from dataclasses import asdict
 
+    train: dict[str, Any] = {"zero_stage": cfg.train.zero_stage}
+    if cfg.train.zero_stage >= 1:
+        train["num_workers"] = cfg.train.num_workers
+    neg = cfg.objective.negatives
     return {"model": cfg.model.model_dump(mode="json"),
             "inputs": {k: list(v) if isinstance(v, tuple) else v
                        for k, v in asdict(inputs).items()},
-            "objective_params": {"cola": cfg.objective.cola,
-                                 "learnable_temperature": cfg.objective.learnable_temperature},
-            "zero_stage": cfg.train.zero_stage}
+            "objective": {"cola": cfg.objective.cola,
+                          "learnable_temperature": cfg.objective.learnable_temperature,
+                          "negatives": {"queue_size": neg.queue_size,
+                                        "momentum": neg.momentum is not None}},
+            "train": train}
 
 
 @dataclass
@@ -75,6 +84,32 @@ def _all_finite(loss: torch.Tensor) -> bool:
     return bool(ok.item() > 0)
 
 
+def reapply_schedule(scheduler: Any, lr: float) -> None:
+    """After a restore: set the LR of the restored step from the *current* schedule.
+
+    The restored optimizer holds the LR the saving run computed for its next step; if the
+    resubmitted run changed `train.steps`/`lr`/`warmup_steps`, the rest of the run follows the
+    new schedule from the restored position (an unchanged config gives the same LR)."""
+    scheduler.base_lrs = [lr for _ in scheduler.base_lrs]
+    for group, base, fn in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                               scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * fn(scheduler.last_epoch)
+    scheduler._last_lr = [g["lr"] for g in scheduler.optimizer.param_groups]
+
+
+def update_key_encoder(key_encoder: MomentumEncoder, online: torch.nn.Module, m: float,
+                       zero_stage: int) -> None:
+    """EMA update of the momentum encoder; under ZeRO-3 the online parameters are gathered
+    (read-only, every rank) for the update and re-partitioned afterwards."""
+    if zero_stage < 3:
+        key_encoder.update(online, m)
+        return
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(online.parameters()), modifier_rank=None):
+        key_encoder.update(online, m)
+
+
 class Trainer:
     """State and steps of one rank. `run()` is the whole per-worker function."""
 
@@ -85,6 +120,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.inputs = model_inputs(cfg, pipe)
         model = MultiViewModel(cfg.model, self.inputs)
+        neg = cfg.objective.negatives
+        # Copied before DeepSpeed wraps the model: under ZeRO-3 its parameters are partitioned
+        # afterwards (a copy then would hold empty shards).
+        self.key_encoder = MomentumEncoder(model) if neg.momentum is not None else None
         objective = ContrastiveObjective(cfg.objective, cfg.model.embed_dim)
         self.module = TrainModule(model, objective)
         self.engine, self.optimizer, self.scheduler = initialize(
@@ -92,18 +131,20 @@ class Trainer:
         )
         self.device = self.engine.device
         self.dtype = torch.bfloat16 if self.t.precision == "bf16" else torch.float32
-        neg = cfg.objective.negatives
+        if self.key_encoder is not None:
+            self.key_encoder.to(self.device, self.dtype)
         self.queue = (EmbeddingQueue(neg.queue_size, cfg.model.embed_dim).to(self.device)
                       if neg.queue_size else None)
-        self.key_encoder = MomentumEncoder(model) if neg.momentum is not None else None
         self.step = 0
         self.quarantine = QuarantineLog()
+        self.restored_bad = (0, 0)  # (bad, attempted) records counted before the resume
+        self.resumed_from = 0  # step of the checkpoint this worker group started from
 
     # -- checkpoints ---------------------------------------------------------------------------
 
     def extra_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"quarantine_bad": self.quarantine.total_bad,
-                                 "quarantine_attempted": self.quarantine.total_attempted}
+        bad, attempted = self.bad_counts()
+        state: dict[str, Any] = {"quarantine_bad": bad, "quarantine_attempted": attempted}
         if self.queue is not None:
             state["queue"] = self.queue.state_dict()
         if self.key_encoder is not None:
@@ -117,6 +158,15 @@ class Trainer:
             self.queue.load_state_dict(state["queue"])
         if self.key_encoder is not None and "key_encoder" in state:
             self.key_encoder.load_state_dict(state["key_encoder"])
+        self.restored_bad = (int(state.get("quarantine_bad", 0)),
+                             int(state.get("quarantine_attempted", 0)))
+        reapply_schedule(self.scheduler, self.t.lr)
+        self.resumed_from = self.step
+
+    def bad_counts(self) -> tuple[int, int]:
+        """(bad, attempted) records of this rank since the run began (resumes included)."""
+        return (self.restored_bad[0] + self.quarantine.total_bad,
+                self.restored_bad[1] + self.quarantine.total_attempted)
 
     def save_and_report(self, metrics: dict[str, Any]) -> None:
         import ray.train
@@ -168,26 +218,36 @@ class Trainer:
         ids = encoded.entity_id.unsqueeze(1).expand_as(present)
         self.queue.enqueue(emb[present], ids[present])
 
-    def micro_step(self, batch, stats: StepStats) -> None:
+    def micro_step(self, batch, stats: StepStats) -> bool:
+        """Forward, backward and (at the accumulation boundary) the optimizer step of one
+        micro-batch. Returns False when a non-finite loss made it skip the step."""
         batch = cast_batch(batch, self.dtype, self.device)
         out, encoded = self.engine(batch, self.negatives())
-        loss = out["loss"]
-        if not _all_finite(loss):
-            bad = [k for k, v in out.items() if not torch.isfinite(v).all()]
-            message = f"step {self.step + 1}: non-finite loss (terms: {', '.join(bad)})"
-            if self.t.nonfinite == "stop":
-                raise NonFiniteLoss(message + "; train.nonfinite=stop")
-            stats.skipped += 1
-            if self.rank == 0:
-                print(f"[raysys] {message}: micro-batch skipped", flush=True)
-            if stats.skipped > self.t.max_skipped_steps:
-                raise NonFiniteLoss(f"{message}; more than train.max_skipped_steps skipped")
-            loss = sum(p.sum() * 0.0 for p in self.module.parameters())  # drops this micro-batch
-            out = {k: v for k, v in out.items() if torch.isfinite(v).all()}
-        self.engine.backward(loss)
+        if not _all_finite(out["loss"]):  # every rank takes the same branch (all-reduced)
+            self.skip_nonfinite(out, stats)
+            return False
+        self.engine.backward(out["loss"])
         self.engine.step()
         stats.add_terms(out)
         self.enqueue(batch, encoded)
+        return True
+
+    def skip_nonfinite(self, out: dict[str, torch.Tensor], stats: StepStats) -> None:
+        """`train.nonfinite=stop`: raise. `skip` (grad_accum=1, enforced by preflight): no
+        backward and no optimizer step, so weights and optimizer state stay untouched and no
+        NaN reaches them; the LR schedule still advances so it stays aligned with the step."""
+        bad = sorted(k for k, v in out.items() if not torch.isfinite(v).all())
+        message = f"step {self.step + 1}: non-finite loss (terms: {', '.join(bad)})"
+        if self.t.nonfinite == "stop":
+            raise NonFiniteLoss(message + "; train.nonfinite=stop")
+        stats.skipped += 1
+        if stats.skipped > self.t.max_skipped_steps:
+            raise NonFiniteLoss(f"{message}; more than train.max_skipped_steps="
+                                f"{self.t.max_skipped_steps} steps skipped")
+        if self.rank == 0:
+            print(f"[raysys] {message}: step skipped", flush=True)
+        stats.add_terms({k: v for k, v in out.items() if torch.isfinite(v).all()})
+        self.scheduler.step()
 
     def optimizer_step(self, it, stats: StepStats) -> None:
         for _ in range(self.t.grad_accum):
@@ -199,7 +259,8 @@ class Trainer:
             stats.busy_s += time.perf_counter() - t1
             stats.samples += batch.size * self.world
         if self.key_encoder is not None:
-            self.key_encoder.update(self.module.model, self.cfg.objective.negatives.momentum)
+            update_key_encoder(self.key_encoder, self.module.model,
+                               self.cfg.objective.negatives.momentum, self.t.zero_stage)
         if self.module.objective.temperature.learnable:
             with torch.no_grad():
                 self.module.objective.temperature.clamp_()
@@ -207,8 +268,7 @@ class Trainer:
 
     def metrics(self, stats: StepStats) -> dict[str, Any]:
         total = stats.wait_s + stats.busy_s
-        bad = torch.tensor([self.quarantine.total_bad, self.quarantine.total_attempted],
-                           dtype=torch.float64)
+        bad = torch.tensor(self.bad_counts(), dtype=torch.float64)
         if dist.is_initialized():
             dist.all_reduce(bad)
         m: dict[str, Any] = {k: sum(v) / len(v) for k, v in stats.terms.items() if v}
@@ -220,6 +280,7 @@ class Trainer:
             "queue_size": len(self.queue) if self.queue is not None else 0,
             "peak_memory_mib": peak_memory_mib(self.device),
             "skipped_micro_batches": stats.skipped,
+            "resumed_from": self.resumed_from,
             "bad_records": int(bad[0]),
             "bad_fraction": float(bad[0] / max(bad[1], 1)),
         })
