@@ -9,7 +9,10 @@ from typing import Any
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
              **kwargs: Any) -> Any:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local instance.
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a new local instance.
+
+    Without an address this never attaches to some other `ray start` cluster that happens to
+    run on the machine (Ray's own auto-detection would): local means local.
 
     `quiet` keeps Ray Data's per-operator progress lines off the console (raysys prints its own
     progress) and worker warnings at WARNING level.
@@ -20,9 +23,10 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
     options: dict[str, Any] = {"ignore_reinit_error": True, **kwargs}
-    if address:
+    if address and address != "local":
         options["address"] = address
     else:
+        options["address"] = "local"
         options.setdefault("num_cpus", num_cpus)
         options.setdefault("include_dashboard", True)  # Ray Train's state API needs it
     if quiet:

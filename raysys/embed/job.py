@@ -1,0 +1,174 @@
+"""The embedding job: plan -> Ray Data stream (preprocess tasks -> actor pool) -> shards.
+
+    read plan rows -> map_batches(preprocess, tasks) -> map_batches(Embedder, actor pool)
+        -> driver: ShardCollector writes each shard whole -> _quarantine.parquet -> _SUCCESS
+
+Resume: `_job.json` fingerprints the job (model, output settings, archive keys, shard size);
+a rerun with the same fingerprint skips every shard already present and finishes the rest, so
+after any crash (driver or worker) the final output holds every (key, view) exactly once.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import pyarrow as pa
+
+from raysys.data.archive import bad_records_table
+from raysys.data.fs import read_parquet
+from raysys.embed import store
+from raysys.embed.config import EmbedConfig, EmbedError
+from raysys.embed.embedder import EMBEDDED, Embedder
+from raysys.embed.plan import JobPlan, plan_job
+from raysys.embed.preprocess import Preprocessor
+from raysys.embed.writer import ShardCollector
+
+
+@dataclass
+class Progress:
+    """Prints `embed: shards a/b | entities c/d | r rows/s | ETA` every `every_s` seconds."""
+
+    shards: int
+    entities: int
+    every_s: float
+    stream: TextIO = field(default_factory=lambda: sys.stderr)
+    start: float = 0.0  # set by the first batch
+    last: float = 0.0
+
+    def eta(self, done: int, elapsed: float) -> str:
+        if done == 0:
+            return "?"
+        left = int(elapsed / done * (self.entities - done))
+        return f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}"
+
+    def update(self, c: ShardCollector, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.start:  # the first batch: the rate leaves out cluster/actor start-up
+            self.start = self.last = now
+        if not force and now - self.last < self.every_s:
+            return
+        self.last, elapsed = now, now - self.start
+        seen = c.entities_done + sum(len(v) for v in c.done.values())
+        rows = c.rows_written + sum(len(v) for v in c.rows.values())
+        rate = f"{rows / elapsed:.1f}" if elapsed > 0.5 else "-"
+        print(f"embed: shards {len(c.written)}/{self.shards} | entities {seen}/{self.entities} | "
+              f"{rate} rows/s | ETA {self.eta(seen, elapsed)}", file=self.stream, flush=True)
+
+
+def _preprocess(plan: Any, *, pre: Preprocessor) -> dict:
+    return pre(plan)
+
+
+def check_fingerprint(out: str, fingerprint: dict) -> None:
+    """Write `_job.json`, or check that the existing one describes the same job."""
+    existing = store.read_json(store.uri(out, store.JOB_FILE))
+    if existing is None:
+        store.write_json(store.uri(out, store.JOB_FILE), fingerprint)
+        return
+    differ = sorted(k for k in fingerprint.keys() | existing.keys()
+                    if fingerprint.get(k) != existing.get(k))
+    if differ:
+        raise EmbedError(f"--output {out} holds another job's embeddings ({', '.join(differ)} "
+                         "differ); use a new --output, or delete the old one to start over")
+
+
+def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int]):
+    import ray
+
+    frame = plan.entities[plan.entities["shard"].isin(pending)]
+    step = cfg.rows_per_task
+    ds = ray.data.from_pandas([frame.iloc[i : i + step] for i in range(0, len(frame), step)])
+    logs = ray.put(plan.info.logs) if "tabular" in plan.views else None
+    pre = Preprocessor(plan.export.data_config(plan.views), plan.export.meta["tabular_stats"],
+                       logs, cfg.audio)
+    tasks = ray.data.TaskPoolStrategy(size=cfg.decode_concurrency)
+    ds = ds.map_batches(_preprocess, batch_format="pandas", batch_size=None,
+                        fn_kwargs={"pre": pre}, num_cpus=cfg.decode_cpus, compute=tasks)
+    gpus = cfg.gpus_per_actor
+    if gpus is None:
+        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+    return ds.map_batches(
+        Embedder, batch_size=cfg.batch_size, batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cfg.actors),
+        num_cpus=cfg.cpus_per_actor, num_gpus=gpus or None,
+        fn_constructor_kwargs={
+            "model_ref": ray.put(plan.export.model_bytes), "meta": plan.export.meta,
+            "views": plan.views, "head": cfg.head, "normalize": cfg.normalize,
+            "windows": cfg.audio, "use_gpu": gpus > 0,
+            "torch_threads": max(1, int(cfg.cpus_per_actor)),
+        },
+    )
+
+
+def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
+           address: str | None) -> ShardCollector:
+    """Run the Ray Data stream over the pending shards, writing each one as it completes."""
+    from raysys.runtime import init_ray
+
+    init_ray(address)
+    sizes = plan.shard_sizes()
+    collector = ShardCollector(out, {s: sizes[s] for s in pending}, {
+        "dim": int(plan.export.meta["model"]["embed_dim"]), "dtype": cfg.dtype,
+        "model_id": plan.model_id, "config_hash": plan.config_hash,
+        "keep_windows": cfg.audio.keep_windows})
+    progress = Progress(len(pending), sum(sizes[s] for s in pending), cfg.progress_every_s)
+    first_rows = None
+    for batch in build_dataset(plan, cfg, pending).iter_batches(batch_size=None,
+                                                                batch_format="numpy"):
+        collector.add(batch)
+        progress.update(collector)
+        if first_rows is None:  # steady-state rate: rows after the first batch
+            first_rows = int((batch["kind"] == EMBEDDED).sum())
+    collector.first_batch_rows = first_rows or 0
+    progress.update(collector, force=True)
+    collector.stream_seconds = time.perf_counter() - progress.start if progress.start else 0.0
+    missing = sorted(set(pending) - set(collector.written))
+    if missing:
+        raise EmbedError(f"stream ended with shards {missing[:10]} incomplete; rerun to finish")
+    return collector
+
+
+def finalize(plan: JobPlan, out: str) -> dict[str, Any]:
+    """Merge the quarantine, then write the `_SUCCESS` manifest (last)."""
+    shards = [{"file": store.shard_name(i),
+               "rows": store.shard_rows(store.uri(out, store.shard_name(i))),
+               "entities": n} for i, n in sorted(plan.shard_sizes().items())]
+    parts = [read_parquet(store.uri(out, f"{store.QUARANTINE_DIR}/{store.shard_name(i)}"))
+             for i in range(plan.num_shards)]
+    archive_bad = bad_records_table(plan.archive_bad())
+    quarantine = pa.concat_tables([archive_bad, *parts]) if parts else archive_bad
+    store.write_table(store.uri(out, store.QUARANTINE_FILE), quarantine)
+    manifest = {**plan.fingerprint, "archive": plan.info.root, "shards": shards,
+                "rows": sum(s["rows"] for s in shards), "quarantined": quarantine.num_rows,
+                "schema": ["key", "view", "embedding", "model_id", "config_hash"]}
+    store.write_json(store.uri(out, store.SUCCESS_FILE), manifest)
+    return manifest
+
+
+def run_embed(checkpoint: str, archive: str, output: str, cfg: EmbedConfig | None = None, *,
+              address: str | None = None) -> dict[str, Any]:
+    """Embed an archive (resumable); returns the summary (embedded, skipped, quarantined)."""
+    cfg = cfg or EmbedConfig()
+    start = time.perf_counter()
+    plan = plan_job(checkpoint, archive, cfg)  # every check before any work
+    check_fingerprint(output, plan.fingerprint)
+    done = [s for s in store.complete_shards(output) if s < plan.num_shards]
+    pending = sorted(set(range(plan.num_shards)) - set(done))
+    collector = stream(plan, output, cfg, pending, address) if pending else None
+    manifest = finalize(plan, output)
+    store.remove_stale_temporaries(output)
+    written = collector.rows_written if collector else 0
+    seconds = time.perf_counter() - start
+    streamed = collector.stream_seconds if collector else 0.0
+    return {"output": output, "model_id": plan.model_id, "config_hash": plan.config_hash,
+            "views": plan.views, "shards": plan.num_shards, "shards_embedded": len(pending),
+            "shards_skipped": len(done), "rows_embedded": written,
+            "rows_skipped": manifest["rows"] - written,
+            "quarantined": manifest["quarantined"],
+            "quarantined_this_run": collector.quarantined if collector else 0,
+            "seconds": round(seconds, 2), "stream_seconds": round(streamed, 2),
+            "rows_per_s": round((written - collector.first_batch_rows) / streamed, 2)
+            if collector and streamed else 0.0}
