@@ -28,6 +28,25 @@ INFO_COLUMNS = ("info.audio_seconds", "info.audio_rate", "info.image_height", "i
 PASS_THROUGH = ("key", "entity_id", "epoch", "position", "relevance_entity_id", "relevance",
                 "relevance_mask", "relevance_query_view", "relevance_candidate_view")
 UNEXPECTED = "unexpected error"
+_LOGS_CACHE_SIZE = 2
+_logs_cache: dict[str, Any] = {}  # ObjectRef hex -> Logs, per worker process
+
+
+def _fetch_logs(ref: Any) -> Any:
+    """The logs behind an ObjectRef, fetched once per worker process and reused by its tasks.
+
+    Ray Data deserialises a fresh RowBuilder for every task; without this cache every task
+    would `ray.get` and unpickle the whole logs frame again before building its rows. Keyed by
+    the ref, so a new pipeline (new ref) never sees stale logs; at most two are kept.
+    """
+    key = ref.hex()
+    if key not in _logs_cache:
+        import ray  # only in the ObjectRef case, i.e. inside a Ray worker
+
+        while len(_logs_cache) >= _LOGS_CACHE_SIZE:
+            _logs_cache.pop(next(iter(_logs_cache)))
+        _logs_cache[key] = ray.get(ref)
+    return _logs_cache[key]
 
 
 @functools.lru_cache(maxsize=4)
@@ -60,10 +79,7 @@ class RowBuilder:
     def _logs(self) -> Any | None:
         if self.logs is None or not hasattr(self.logs, "hex"):
             return self.logs
-        import ray  # only in the ObjectRef case, i.e. inside a Ray worker
-
-        self.logs = ray.get(self.logs)
-        return self.logs
+        return _fetch_logs(self.logs)
 
     def _decode(self, row: pd.Series, cfg: DataConfig) -> tuple[dict[str, Any], dict[str, str]]:
         sources: dict[str, Any] = {"audio": None, "image": None, "tabular": None}
