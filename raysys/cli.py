@@ -1,4 +1,4 @@
-"""The `raysys` command line: demo, data, config (more subcommands arrive with their stages).
+"""The `raysys` command line: make-demo-data, data inspect, config show, pretrain, demo.
 
 Every subcommand that takes a config accepts `--config FILE` and trailing `key.path=value`
 overrides; a wrong key or value fails before any work starts, naming the key.
@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from raysys.config import ConfigError, RaysysConfig, dump_config, load_config
+
+DEMO_ENTITIES = 512
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -48,10 +50,61 @@ def cmd_config_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_pretrain_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `raysys pretrain` and `jobs/pretrain.py` (one definition for both)."""
+    p.add_argument("--archive", help="archive folder or s3:// prefix (sets `archive`)")
+    p.add_argument("--out", help="local run folder (sets `out`)")
+    p.add_argument("--steps", type=int, help="optimizer steps (sets `train.steps`)")
+    p.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local "
+                                     "instance)")
+    _add_config_args(p)
+
+
+def pretrain_overrides(args: argparse.Namespace) -> list[str]:
+    """The shorthands as dotted overrides, placed before the explicit ones (which win)."""
+    extra = []
+    if args.archive is not None:
+        extra.append(f"archive={args.archive}")
+    if args.out is not None:
+        extra.append(f"out={args.out}")
+    if args.steps is not None:
+        extra.append(f"train.steps={args.steps}")
+    return [*extra, *args.overrides]
+
+
+def start_or_join_ray(address: str | None = None) -> None:
+    """Join `address` (or RAY_ADDRESS); otherwise start a new local instance. (A bare
+    `ray.init()` would silently join any cluster already running on this machine.)"""
+    import os
+
+    from raysys.runtime import init_ray
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        init_ray(address)
+    else:
+        init_ray("local", include_dashboard=True)  # Ray Train's state API needs the dashboard
+
+
+def pretrain_config(args: argparse.Namespace) -> RaysysConfig:
+    return load_config(args.config, pretrain_overrides(args))
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    import json
+
+    from raysys.train.driver import pretrain
+
+    cfg = pretrain_config(args)  # validated before Ray starts
+    start_or_join_ray(args.address)
+    summary = pretrain(cfg)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raysys.demo import run_demo
 
-    return run_demo(args.out, overrides=args.overrides)
+    return run_demo(args.out, overrides=args.overrides, entities=args.entities)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,10 +132,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_config_show)
 
+    p = sub.add_parser("pretrain", help="pretrain on an archive (Ray Train + DeepSpeed)")
+    add_pretrain_args(p)
+    p.set_defaults(func=cmd_pretrain)
+
     p = sub.add_parser("demo", help="the embedded default: demo archive + the main job")
     p.add_argument("--out", default="raysys-demo", help="output folder (default ./raysys-demo)")
+    p.add_argument("--entities", type=int, default=DEMO_ENTITIES,
+                   help=f"entities of the demo archive when it is built (default {DEMO_ENTITIES})")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.set_defaults(func=cmd_demo)
+
+    from raysys.embed.cli import add_embed_parser
+
+    add_embed_parser(sub)
     return parser
 
 

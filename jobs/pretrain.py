@@ -1,0 +1,45 @@
+"""Pretraining as a Ray job: the same arguments as `raysys pretrain`.
+
+    ray job submit --working-dir . -- python jobs/pretrain.py \
+        --config configs/demo.yaml --archive s3://bucket/archive --out runs/a --steps 1000
+
+Inside a job, RAY_ADDRESS points at the cluster, so the driver joins it instead of starting a
+local instance. The run folder (`--out`) is local to the node that runs the driver; put
+checkpoints on shared storage with `train.storage_path=s3://...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+try:
+    import raysys  # noqa: F401  (installed on the cluster)
+except ImportError:  # the job's working dir is the repository: import from the checkout
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from raysys.cli import add_pretrain_args, cmd_pretrain
+from raysys.config import ConfigError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobs/pretrain.py", description="raysys pretraining (for `ray job submit`)"
+    )
+    add_pretrain_args(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return cmd_pretrain(args)
+    except ConfigError as e:
+        print(f"jobs/pretrain.py: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
