@@ -82,23 +82,6 @@ def make_loader(pipe, args) -> torch.utils.data.DataLoader:
     )
 
 
-def start_local_ray(num_cpus: int | None) -> None:
-    """A private local Ray instance: `ray.init()` alone joins a cluster that someone else on
-    this machine started with `ray start` (and then refuses `num_cpus`)."""
-    import logging
-
-    import ray
-
-    from raysys.runtime import init_ray, quiet_ray_data
-
-    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
-        init_ray(num_cpus=num_cpus)
-        return
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-             logging_level=logging.WARNING)
-    quiet_ray_data()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archive", help="existing archive (default: build a demo archive)")
@@ -120,7 +103,9 @@ def main() -> None:
         archive = str(Path(tempfile.mkdtemp(prefix="raysys-bench-")) / "archive")
         make_demo_archive(archive, entities=args.entities, seed=0)
     t0 = time.perf_counter()
-    start_local_ray(args.workers)
+    from raysys.runtime import init_ray  # a private local instance
+
+    init_ray(num_cpus=args.workers)
     ray_init_s = time.perf_counter() - t0
     pipe = open_archive(archive, load_config().data)
     loader = make_loader(pipe, args)

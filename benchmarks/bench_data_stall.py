@@ -33,23 +33,6 @@ def steady_state(records: list[dict], key: str) -> float:
     return float(np.mean(values))
 
 
-def start_local_ray(num_cpus: int | None) -> None:
-    """A private local Ray instance: `ray.init()` alone joins a cluster that someone else on
-    this machine started with `ray start` (and then refuses `num_cpus`)."""
-    import logging
-
-    import ray
-
-    from raysys.runtime import init_ray, quiet_ray_data
-
-    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
-        init_ray(num_cpus=num_cpus)
-        return
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-             logging_level=logging.WARNING)
-    quiet_ray_data()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/demo.yaml")
@@ -73,7 +56,9 @@ def main() -> None:
                  f"train.log_every={args.log_every}", "train.tensorboard=false",
                  f"train.checkpoint_every={args.steps}", *args.set]
     cfg = load_config(args.config, overrides)
-    start_local_ray(None)  # pretrain() then uses it
+    from raysys.runtime import init_ray  # a private local instance
+
+    init_ray(num_cpus=None)  # pretrain() then uses it
     started = time.perf_counter()
     summary = pretrain(cfg)
     wall = time.perf_counter() - started

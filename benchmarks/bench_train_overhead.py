@@ -232,23 +232,6 @@ def check_supported(cfg: Any) -> None:
         raise ValueError("train.use_gpu: this benchmark compares CPU/gloo runs")
 
 
-def start_local_ray(num_cpus: int | None) -> None:
-    """A private local Ray instance: `ray.init()` alone joins a cluster that someone else on
-    this machine started with `ray start` (and then refuses `num_cpus`)."""
-    import logging
-
-    import ray
-
-    from raysys.runtime import init_ray, quiet_ray_data
-
-    if os.environ.get("RAY_ADDRESS") or ray.is_initialized():
-        init_ray(num_cpus=num_cpus)
-        return
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True,
-             logging_level=logging.WARNING)
-    quiet_ray_data()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default="configs/demo.yaml")
@@ -275,7 +258,9 @@ def main() -> None:
     archive = args.archive or str(work / "archive")
     if args.archive is None:
         make_demo_archive(archive, entities=args.entities, seed=0)
-    start_local_ray(os.cpu_count())
+    from raysys.runtime import init_ray  # a private local instance
+
+    init_ray(num_cpus=os.cpu_count())
     pipe = open_archive(archive, cfg.data)
     pipe._logs_handle()  # as build_trainer does: the logs go to the object store once
     folder = work / "batches"
