@@ -144,37 +144,44 @@ def our_train_workers(since: float) -> list[int]:
     return found
 
 
-def kill_after(metrics: Path, step: int, killed: list[int], timeout_s: float = 240) -> None:
+def kill_after(metrics: Path, step: int, killed: list[tuple[int, int]],
+               timeout_s: float = 240) -> None:
+    """SIGKILL one of this run's train workers once metrics.jsonl shows `step`; records
+    (pid, last logged step at the kill)."""
     since = time.time()
     deadline = since + timeout_s
     while time.time() < deadline:
-        if metrics.exists() and any(json.loads(x)["step"] >= step
-                                    for x in metrics.read_text().splitlines()):
+        steps = ([json.loads(x)["step"] for x in metrics.read_text().splitlines()]
+                 if metrics.exists() else [])
+        if steps and max(steps) >= step:
             pids = our_train_workers(since)
             if pids:
                 os.kill(pids[-1], signal.SIGKILL)
-                killed.append(pids[-1])
+                killed.append((pids[-1], max(steps)))
                 return
         time.sleep(0.05)
 
 
-@pytest.mark.skip(reason="unreliable: on an idle machine the SIGKILL lands but the run still "
-                  "finishes all steps with resumed_from=0 (no group restart observed); open in "
-                  "the pretraining issue")
-def test_killed_worker_resumes_and_finishes(run_a, archive, tmp_path):
+KILL_STEPS = 20  # long enough that the kill lands mid-run on an idle machine (~1 s per step)
+
+
+@pytest.mark.skip(reason="inside pytest the SIGKILL lands mid-run (step < 20) but no group "
+                  "restart is seen (resumed_from=0); the same kill from a plain script restarts "
+                  "and resumes from the checkpoint (see the pretraining issue notes)")
+def test_killed_worker_resumes_and_finishes(archive, tmp_path):
     cfg = config(archive, tmp_path, "train.run_name=kill", "train.zero_stage=2",
-                 "train.max_failures=2")
-    killed: list[int] = []
-    watcher = threading.Thread(target=kill_after, args=(tmp_path / "metrics.jsonl", 3, killed))
+                 "train.max_failures=2", f"train.steps={KILL_STEPS}", "train.checkpoint_every=4")
+    killed: list[tuple[int, int]] = []
+    watcher = threading.Thread(target=kill_after, args=(tmp_path / "metrics.jsonl", 5, killed))
     watcher.start()
     summary = pretrain(cfg)
     watcher.join()
     assert killed, "no RayTrainWorker process was found to kill"
-    assert summary["steps"] == STEPS
+    assert killed[0][1] < KILL_STEPS, "the kill landed after the last step; nothing to resume"
+    assert summary["steps"] == KILL_STEPS
     rec = records(tmp_path)
-    assert [r["step"] for r in rec] == list(range(1, STEPS + 1))
-    assert rec[-1]["resumed_from"] >= 2  # the restarted group began from a checkpoint
-    assert_same_losses(losses(tmp_path), losses(run_a), range(1, STEPS + 1))
+    assert [r["step"] for r in rec] == list(range(1, KILL_STEPS + 1))  # each step once
+    assert rec[-1]["resumed_from"] >= 4  # the restarted group began from a checkpoint
 
 
 @pytest.mark.skip(reason="not yet passing: after Cluster.remove_node (+ SIGKILL of the removed "
