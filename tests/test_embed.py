@@ -23,6 +23,8 @@ from raysys.data.zoo import GOOD, make_corrupt_archive
 from raysys.embed import EmbedError, run_embed, verify_output
 from raysys.embed.cli import main as embed_main
 from raysys.embed.config import load_embed_config
+from raysys.embed.embedder import select_device
+from raysys.embed.job import actor_gpus
 from raysys.embed.preprocess import window_starts
 from raysys.embed.reference import plain_embed
 
@@ -48,6 +50,27 @@ def test_config_errors_name_the_key() -> None:
     with pytest.raises(ConfigError, match="embed.audio.poll: unknown key"):
         load_embed_config(["audio.poll=max"])
     assert load_embed_config(["embed.dtype=float16"]).dtype == "float16"
+
+
+def test_gpus_per_actor_default_explicit_and_fractional() -> None:
+    assert actor_gpus(None, 0.0, 2)[0] == 0.0       # no GPU now: CPU, and the line says why
+    assert "gpus_per_actor" in actor_gpus(None, 0.0, 2)[1]
+    assert actor_gpus(None, 4.0, 2) == (1.0, "embed: inference on GPU (1 per actor, 2 actor(s))")
+    assert actor_gpus(0.25, 1.0, 4) == (0.25, "embed: inference on GPU (0.25 per actor, "
+                                              "4 actor(s))")  # four actors share one GPU
+    assert actor_gpus(0.0, 8.0, 1)[0] == 0.0        # explicit CPU on a GPU cluster
+    gpus, line = actor_gpus(1.0, 0.0, 2)            # autoscaling cluster: kept, and said so
+    assert gpus == 1.0 and "wait for GPU nodes" in line
+    with pytest.raises(ConfigError, match="embed.gpus_per_actor: .*whole number"):
+        load_embed_config(["gpus_per_actor=1.5"])
+    assert load_embed_config(["gpus_per_actor=2"]).gpus_per_actor == 2
+
+
+def test_actor_device_follows_its_gpu_and_never_silently_falls_back() -> None:
+    assert select_device(False) == "cpu"
+    assert select_device(True, cuda_available=True) == "cuda"
+    with pytest.raises(EmbedError, match="gpus_per_actor=0"):
+        select_device(True, cuda_available=False)
 
 
 def test_mismatched_checkpoint_fails_before_any_work(demo_archive, tmp_path) -> None:

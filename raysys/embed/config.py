@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from raysys.config import ConfigError, apply_overrides
 from raysys.config_base import Section
@@ -61,6 +61,14 @@ class EmbedConfig(Section):
                                            "flight; None = Ray's choice")
     rows_per_task: int = Field(8, ge=1, description="entities per preprocessing task")
     progress_every_s: float = Field(5.0, gt=0, description="seconds between progress lines")
+
+    @field_validator("gpus_per_actor")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and not float(value).is_integer():
+            raise ValueError(f"{value}: above 1 it must be a whole number (Ray shares a GPU "
+                             "only in fractions of one)")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> EmbedConfig:

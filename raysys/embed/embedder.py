@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from raysys.data.batch import ModalityViews
-from raysys.embed.config import AudioWindows
+from raysys.embed.config import AudioWindows, EmbedError
 from raysys.embed.preprocess import TABULAR_COLUMNS
 from raysys.models.multimodal import MultiViewModel
 from raysys.train.export import META_FILE, MODEL_FILE, load_model
@@ -44,6 +44,25 @@ def pool_windows(vectors: torch.Tensor, how: str, normalize: bool) -> torch.Tens
     """[W, d] window embeddings -> [d] (mean or max over windows, re-normalised if asked)."""
     pooled = vectors.mean(0) if how == "mean" else vectors.max(0).values
     return F.normalize(pooled, dim=-1) if normalize else pooled
+
+
+def select_device(use_gpu: bool, cuda_available: bool | None = None) -> str:
+    """The torch device of an inference actor: 'cuda' when Ray gave it a GPU, else 'cpu'.
+
+    Ray sets CUDA_VISIBLE_DEVICES to the actor's GPU, so 'cuda' is that GPU (shared with other
+    actors under a fractional `gpus_per_actor`). An actor that holds a GPU but cannot use CUDA
+    fails instead of silently running on the CPU while the GPU it reserved sits idle.
+    """
+    if not use_gpu:
+        return "cpu"
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if not cuda_available:
+        raise EmbedError(
+            f"embed.gpus_per_actor > 0 gave this actor a GPU, but torch {torch.__version__} "
+            f"cannot use CUDA (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); "
+            "install a CUDA build of torch on the GPU nodes or set embed.gpus_per_actor=0")
+    return "cuda"
 
 
 class EmbedCore:
@@ -151,7 +170,7 @@ class Embedder:
         import ray
 
         torch.set_num_threads(max(1, torch_threads))
-        device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
+        device = select_device(use_gpu)
         model_bytes = ray.get(model_ref) if hasattr(model_ref, "hex") else model_ref
         model = load_from_bytes(model_bytes, meta, device)
         self.core = make_core(model, meta, views=views, head=head, normalize=normalize,

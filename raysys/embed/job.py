@@ -75,7 +75,31 @@ def check_fingerprint(out: str, fingerprint: dict) -> None:
                          "differ); use a new --output, or delete the old one to start over")
 
 
-def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int]):
+def actor_gpus(requested: float | None, cluster_gpus: float, actors: int) -> tuple[float, str]:
+    """GPUs per inference actor (`embed.gpus_per_actor`; None = 1 when the cluster has GPUs
+    now, else 0) and a line for the user saying where inference runs.
+
+    An explicit request is kept even when the cluster has too few GPUs now: on an autoscaling
+    cluster (cluster.yaml starts with no GPU workers) GPU nodes join when actors ask for them,
+    which the default cannot know, so it falls back to the CPU and says so."""
+    if requested is None:
+        gpus = 1.0 if cluster_gpus > 0 else 0.0
+        if not gpus:
+            return 0.0, ("embed: inference on CPU (no GPU in the cluster now; set "
+                         "embed.gpus_per_actor to wait for GPU nodes of an autoscaling cluster)")
+    else:
+        gpus = float(requested)
+    if not gpus:
+        return 0.0, "embed: inference on CPU (embed.gpus_per_actor=0)"
+    line = f"embed: inference on GPU ({gpus:g} per actor, {actors} actor(s))"
+    if gpus * actors > cluster_gpus:
+        line += (f"; the cluster has {cluster_gpus:g} GPU(s) now: actors beyond that wait "
+                 "for GPU nodes to join")
+    return gpus, line
+
+
+def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int], gpus: float):
+    """The Ray Data stream of the pending shards (`gpus` per inference actor)."""
     import ray
 
     frame = plan.entities[plan.entities["shard"].isin(pending)]
@@ -87,9 +111,6 @@ def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int]):
     tasks = ray.data.TaskPoolStrategy(size=cfg.decode_concurrency)
     ds = ds.map_batches(_preprocess, batch_format="pandas", batch_size=None,
                         fn_kwargs={"pre": pre}, num_cpus=cfg.decode_cpus, compute=tasks)
-    gpus = cfg.gpus_per_actor
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
     return ds.map_batches(
         Embedder, batch_size=cfg.batch_size, batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=cfg.actors),
@@ -108,7 +129,10 @@ def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
     """Run the Ray Data stream over the pending shards, writing each one as it completes."""
     from raysys.runtime import init_ray
 
-    init_ray(address)
+    ray = init_ray(address)
+    gpus, where = actor_gpus(cfg.gpus_per_actor, ray.cluster_resources().get("GPU", 0.0),
+                             cfg.actors)
+    print(where, file=sys.stderr, flush=True)
     sizes = plan.shard_sizes()
     collector = ShardCollector(out, {s: sizes[s] for s in pending}, {
         "dim": int(plan.export.meta["model"]["embed_dim"]), "dtype": cfg.dtype,
@@ -116,7 +140,7 @@ def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
         "keep_windows": cfg.audio.keep_windows})
     progress = Progress(len(pending), sum(sizes[s] for s in pending), cfg.progress_every_s)
     first_rows = None
-    for batch in build_dataset(plan, cfg, pending).iter_batches(batch_size=None,
+    for batch in build_dataset(plan, cfg, pending, gpus).iter_batches(batch_size=None,
                                                                 batch_format="numpy"):
         collector.add(batch)
         progress.update(collector)

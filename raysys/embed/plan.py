@@ -20,7 +20,7 @@ from raysys.data.archive import ArchiveInfo, BadRecord, load_archive
 from raysys.data.config import DataConfig
 from raysys.embed.config import EmbedConfig, EmbedError
 from raysys.models.config import COLA_HEAD, INVARIANT_HEAD
-from raysys.train.export import META_FILE, MODEL_FILE, config_hash
+from raysys.train.export import META_FILE, MODEL_FILE, config_hash, upgrade_meta
 
 VIEWS = ("audio", "image", "tabular")
 
@@ -50,7 +50,7 @@ def read_export(checkpoint: str) -> Export:
     for folder in (fs.join(checkpoint, "model"), fs.normalize(checkpoint)):
         meta_uri = fs.join(folder, META_FILE)
         if fs.exists(meta_uri):
-            meta = json.loads(fs.read_bytes(meta_uri))
+            meta = upgrade_meta(json.loads(fs.read_bytes(meta_uri)))
             return Export(fs.read_bytes(fs.join(folder, MODEL_FILE)), meta)
     raise EmbedError(f"--checkpoint {checkpoint}: no {META_FILE} in it or in its model/ folder "
                      "(expected a raysys model export, RUN/model/)")
