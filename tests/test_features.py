@@ -20,6 +20,7 @@ from raysys.data.features import (
     image_to_tensor,
     pcen,
     pcen_smoothing_coef,
+    standardize_channels,
     tabular_window,
 )
 
@@ -56,13 +57,54 @@ def test_featurizer_shape_dtype(channels, n_bins, hop, seconds):
     torch.testing.assert_close(batch[0], single)
 
 
+def test_standardized_stack_is_the_raw_stack_per_channel():
+    wave = sine(440) + sine(1800, amp=0.05)
+    raw = AudioFeaturizer(config(standardize="none"))(wave)
+    ours = AudioFeaturizer(config())(wave)
+    mean = raw.mean(dim=(1, 2), keepdim=True)
+    std = raw.std(dim=(1, 2), keepdim=True, unbiased=False)
+    torch.testing.assert_close(ours, (raw - mean) / std, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.mean(dim=(1, 2)), torch.zeros(3), rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours.std(dim=(1, 2), unbiased=False), torch.ones(3),
+                               rtol=0, atol=1e-4)
+
+
+def test_silent_and_loud_clips_are_standardised():
+    """Raw log channels of silence sit at log(log_eps) = -13.8 while a loud tone peaks near
+    +10: a constant dominated the encoder input. Standardised, silence is exactly zero (no
+    NaN) and a gain change (a constant shift of the log channels) leaves logmel unchanged."""
+    feat, raw = AudioFeaturizer(config()), AudioFeaturizer(config(standardize="none"))
+    silent = np.zeros(SR, dtype=np.float32)
+    noise = np.random.default_rng(0).normal(0, 0.05, SR).astype(np.float32)
+    loud = sine(440, amp=0.8) + noise  # noise keeps every bin far above log_eps
+    quiet = loud * np.float32(10 ** (-20 / 20))  # -20 dB
+    assert float(raw(silent)[0].mean()) == pytest.approx(np.log(1e-6), abs=1e-3)
+    assert torch.equal(feat(silent), torch.zeros(feat.shape))
+    for x in (feat(loud), feat(quiet)):
+        assert torch.isfinite(x).all()
+        assert float(x.abs().mean(dim=(1, 2)).min()) > 0.1  # every channel carries signal
+    torch.testing.assert_close(feat(loud)[0], feat(quiet)[0], rtol=0, atol=1e-2)
+    # a batch of views is standardised view by view
+    both = feat(np.stack([loud, silent]))
+    torch.testing.assert_close(both[0], feat(loud))
+    assert torch.equal(both[1], torch.zeros(feat.shape))
+
+
+def test_standardize_channels_floor():
+    x = torch.full((2, 4, 5), 3.0)
+    x[1] = torch.arange(20.0).reshape(4, 5)
+    out = standardize_channels(x, floor=1e-3)
+    assert torch.equal(out[0], torch.zeros(4, 5))
+    assert float(out[1].std(unbiased=False)) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_featurizer_rejects_wrong_length():
     with pytest.raises(ValueError, match="L=16000"):
         AudioFeaturizer(config())(np.zeros(15000, dtype=np.float32))
 
 
 def test_logmel_matches_torchaudio_melspectrogram():
-    cfg = config(channels=["logmel"])
+    cfg = config(channels=["logmel"], standardize="none")
     wave = sine(1000) + sine(3000, amp=0.1)
     ours = AudioFeaturizer(cfg)(wave)[0]
     mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=512, hop_length=256, n_mels=64)
@@ -91,7 +133,7 @@ def plain_triangles(n_freqs: int, n_bins: int, f_min: float, f_max: float) -> np
 
 
 def test_logstft_matches_plain_stft_and_triangles():
-    cfg = config(channels=["logstft"], n_bins=32)
+    cfg = config(channels=["logstft"], n_bins=32, standardize="none")
     wave = sine(700) + sine(2500, amp=0.2)
     ours = AudioFeaturizer(cfg)(wave)[0].numpy()
     ref = plain_triangles(257, 32, 0.0, SR / 2).T @ plain_stft_magnitude(wave, 512, 256)
@@ -121,7 +163,7 @@ def test_pcen_matches_plain_loop():
 
 
 def test_pcen_channel_is_pcen_of_mel_power():
-    cfg = config(channels=["pcen"])
+    cfg = config(channels=["pcen"], standardize="none")
     wave = sine(440) * np.linspace(0, 1, SR, dtype=np.float32)
     ours = AudioFeaturizer(cfg)(wave)[0].numpy()
     mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=512, hop_length=256, n_mels=64)

@@ -140,10 +140,16 @@ def test_default_sizes_are_small_and_resnet18_is_available() -> None:
     model = MultiViewModel(ModelConfig(), inputs)
     n = sum(p.numel() for p in model.parameters())
     assert 50_000 < n < 1_000_000, n
-    big = MultiViewModel(ModelConfig.model_validate({"image": {"kind": "resnet18"}}),
+    big = MultiViewModel(ModelConfig.model_validate({"image": {"kind": "resnet18",
+                                                               "pool": "global"}}),
                          ModelInputs(("image",)))  # fmt: skip
     n18 = sum(p.numel() for p in big.encoders["image"].parameters())
     assert 11_000_000 < n18 < 11_300_000 and big.encoders["image"].out_dim == 512
+    # the grid pool adds one Linear (512 * 9 -> 512)
+    grid = MultiViewModel(ModelConfig.model_validate({"image": {"kind": "resnet18"}}),
+                          ModelInputs(("image",)))  # fmt: skip
+    extra = sum(p.numel() for p in grid.encoders["image"].parameters()) - n18
+    assert extra == 512 * 9 * 512 + 512
 
 
 def test_tabular_transformer_empty_window_and_bad_ids() -> None:
@@ -171,3 +177,142 @@ def test_bad_inputs_and_config_errors_are_named() -> None:
         load_config(overrides=["model.loev_heads=[invariant]"])
     with pytest.raises(ConfigError, match="model.audio.widht: unknown key"):
         load_config(overrides=["model.audio.widht=[4]"])
+
+
+def test_centre_is_the_running_mean_and_forward_stays_row_independent() -> None:
+    model = make_model(loev_heads=["pitch_shift"])
+    batch = make_batch()
+    batch.views["image"].present[1] = False  # absent rows must not shape the mean
+    raw = model(batch)  # the centre starts at zero: these are the uncentred outputs
+    model.update_centre(raw)
+    centre = model.heads.centre
+    assert centre.seen.all()
+    for h, name in enumerate(model.head_names):
+        for m in range(3):
+            rows = raw.present & (raw.slot_modality == m).unsqueeze(0)
+            torch.testing.assert_close(centre.mean[h, m], raw.embeddings[name][rows].mean(0))
+    out = model(batch)  # centred: zero mean per (head, modality) over the present rows
+    for name in model.head_names:
+        for m in range(3):
+            rows = out.present & (out.slot_modality == m).unsqueeze(0)
+            mean = out.embeddings[name][rows].mean(0)
+            torch.testing.assert_close(mean, torch.zeros_like(mean), rtol=0, atol=1e-5)
+    # forward reads the buffer, never the batch: a row alone embeds as it does among others
+    single = HeteroBatch(batch.keys[:1], batch.entity_id[:1],
+                         {m: ModalityViews(
+                             {k: t[:1] for k, t in v.x.items()} if isinstance(v.x, dict)
+                             else v.x[:1], v.present[:1],
+                             {a: {p: t[:1] for p, t in ps.items()} for a, ps in v.aug.items()})
+                          for m, v in batch.views.items()})  # fmt: skip
+    torch.testing.assert_close(model(single).embeddings["invariant"][0],
+                               out.embeddings["invariant"][0])
+    # the next update moves the mean by (1 - momentum) of the gap to the new batch mean
+    before = centre.mean.clone()
+    model.update_centre(out)  # out's batch mean (uncentred) equals `before`: no change
+    torch.testing.assert_close(centre.mean, before)
+    off = make_model(centre_momentum=None)
+    assert off.heads.centre is None
+    off.update_centre(off(batch))  # a no-op
+
+
+def _mean_pairwise_cosine(x: torch.Tensor) -> float:
+    x = torch.nn.functional.normalize(x, dim=-1)
+    n = len(x)
+    return float(((x @ x.T).sum() - n) / (n * (n - 1)))
+
+
+def _demo_spread(archive: str, overrides: list[str], steps: int) -> dict[str, float]:
+    """configs/demo.yaml objective (binary + ListNet + LOEV, queue + momentum encoder) trained
+    single-process for `steps` steps; mean pairwise cosine of each modality's held-out
+    invariant embeddings (1.0 = every entity embedded alike)."""
+    from pathlib import Path
+
+    from raysys.data.pipeline import open_archive
+    from raysys.data.rows import RowBuilder
+    from raysys.objectives.multiview import Negatives
+    from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
+    from raysys.objectives.objective import ContrastiveObjective
+    from raysys.train.deepspeed_setup import warmup_cosine
+    from raysys.train.loop import model_inputs
+
+    demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    cfg = load_config(demo, [f"archive={archive}", "out=unused", "data.batch_size=16",
+                             "data.eval_fraction=0.25", f"train.steps={steps}", *overrides])
+    pipe = open_archive(cfg.archive, cfg.data)
+
+    def rows(split: str, augment: bool, epochs: int) -> dict:
+        data = cfg.data.model_copy(deep=True)
+        data.augment.enabled = augment
+        plan = pipe.plan(split, epochs=epochs).rows()
+        built = RowBuilder(data, pipe.stats, pipe.info.logs)(plan)
+        return {k: v for k, v in built.items() if not k.startswith(("error.", "path.", "info."))}
+
+    b = cfg.data.batch_size
+    train = rows("train", True, epochs=-(-steps * b // len(pipe.entities.select("train"))))
+    held_out = HeteroBatch.from_numpy(rows("eval", False, epochs=1))
+    torch.manual_seed(cfg.seed)
+    model = MultiViewModel(cfg.model, model_inputs(cfg, pipe))
+    objective = ContrastiveObjective(cfg.objective, cfg.model.embed_dim)
+    params = [*model.parameters(), *objective.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.train.lr, betas=cfg.train.betas,
+                            weight_decay=cfg.train.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.train))
+    neg = cfg.objective.negatives
+    key_encoder, queue = MomentumEncoder(model), EmbeddingQueue(neg.queue_size, 64)
+    for step in range(steps):
+        batch = HeteroBatch.from_numpy({k: v[step * b:(step + 1) * b] for k, v in train.items()})
+        negatives = Negatives(queue.negatives(), queue.negative_ids()) if len(queue) else None
+        encoded = model(batch)
+        loss = objective(encoded, negatives)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
+        opt.step()
+        schedule.step()
+        model.update_centre(encoded)
+        key_encoder.update(model, neg.momentum)
+        keys = key_encoder(batch)
+        ids = keys.entity_id.unsqueeze(1).expand_as(keys.present)
+        queue.enqueue(keys.embeddings["invariant"][keys.present], ids[keys.present])
+    model.eval()
+    with torch.no_grad():
+        return {m: _mean_pairwise_cosine(
+                    model.embed(m, held_out.views[m])[:, 0][held_out.views[m].present.bool()])
+                for m in model.modalities}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_demo_objective_keeps_per_modality_embeddings_apart(tmp_path) -> None:
+    """Regression (issue 5): with raw audio features, global pooling and no embedding centre,
+    the demo objective collapsed every modality's embeddings onto one point within a few
+    steps (the queue and the LOEV pool mix modalities). The shipped defaults keep them apart."""
+    from raysys.data.demo import make_demo_archive
+
+    torch.set_num_threads(1)
+    make_demo_archive(str(tmp_path / "archive"), entities=96, seed=0)
+    steps = 12
+    legacy = ["data.audio.standardize=none", "model.audio.pool=global",
+              "model.image.pool=global", "model.centre_momentum=null"]
+    before = _demo_spread(str(tmp_path / "archive"), legacy, steps)
+    after = _demo_spread(str(tmp_path / "archive"), [], steps)
+    assert before["audio"] > 0.99 and before["image"] > 0.99, before
+    assert max(after.values()) < 0.97, after  # measured 0.83-0.92
+
+
+def test_exports_older_than_the_quality_settings_keep_their_old_values() -> None:
+    from raysys.data.config import DataConfig
+    from raysys.train.export import upgrade_meta
+
+    new_model = ModelConfig().model_dump(mode="json")
+    new_data = DataConfig().model_dump(mode="json")
+    old_model, old_data = dict(new_model), dict(new_data)
+    del old_model["centre_momentum"]
+    old_model["audio"] = {k: v for k, v in new_model["audio"].items() if k != "pool"}
+    old_model["image"] = {k: v for k, v in new_model["image"].items() if k != "pool"}
+    old_data["audio"] = {k: v for k, v in new_data["audio"].items() if k != "standardize"}
+    meta = upgrade_meta({"model": old_model, "data": old_data})
+    cfg = ModelConfig.model_validate(meta["model"])
+    assert (cfg.audio.pool, cfg.image.pool, cfg.centre_momentum) == ("global", "global", None)
+    assert DataConfig.model_validate(meta["data"]).audio.standardize == "none"
+    # a current export is left as written
+    assert upgrade_meta({"model": new_model, "data": new_data})["model"] == new_model

@@ -176,7 +176,7 @@ def test_flip_record_true_means_mirrored_view():
 
 def test_gain_record_matches_logmel_shift():
     """Gain g dB scales power by 10^(g/10): log-mel rises by g ln(10) / 10 where energy is high."""
-    audio = {"channels": ["logmel"], "log_eps": 1e-12}
+    audio = {"channels": ["logmel"], "log_eps": 1e-12, "standardize": "none"}  # raw log-mel
     eval_row = build(ViewBuilder(DataConfig(audio=audio, modalities=["audio"],
                                             augment={"enabled": False}), None))
     vb = ViewBuilder(DataConfig(audio=audio, modalities=["audio"], views_per_modality=3,

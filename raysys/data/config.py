@@ -40,6 +40,12 @@ class AudioFeatures(Section):
     pcen_bias: float = Field(2.0, gt=0, description="PCEN delta (offset before compression)")
     pcen_power: float = Field(0.5, gt=0, le=1, description="PCEN r (root compression)")
     pcen_eps: float = Field(1e-6, gt=0, description="PCEN epsilon in (eps + M)^alpha")
+    standardize: Literal["clip", "none"] = Field(
+        "clip", description="clip: each channel of each view to zero mean, unit std over (F, T)"
+    )
+    standardize_floor: float = Field(
+        1e-3, gt=0, description="smallest std divided by (a silent channel becomes all zeros)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AudioFeatures:

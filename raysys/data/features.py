@@ -77,6 +77,23 @@ def linear_filterbank(n_fft: int, n_bins: int, f_min: float, f_max: float, sr: i
     return fb / sums
 
 
+def standardize_channels(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """Each channel of `x [..., C, F, T]` to zero mean and unit std over its (F, T) plane.
+
+    Why: raw log channels sit at very different offsets and scales (log-mel of silence is
+    log(log_eps) = -13.8, PCEN lies in [0, ~4]), so a constant dominated the encoder input
+    and the channels with small range barely reached the first convolution. Per view and
+    channel, the statistics need no data pass and travel with no run: a gain change (a
+    constant shift of a log channel) is removed exactly, spectral shape and time structure
+    stay. A channel whose std is below `floor` (silence) is divided by `floor`, so an
+    all-constant channel becomes all zeros instead of NaN.
+    """
+    x64 = x.double()  # float64 statistics: a constant channel gives exactly 0, not rounding
+    mean = x64.mean(dim=(-2, -1), keepdim=True)
+    std = x64.std(dim=(-2, -1), keepdim=True, unbiased=False)
+    return ((x64 - mean) / std.clamp(min=floor)).to(x.dtype)
+
+
 class AudioFeaturizer:
     """Waveform `[L]` (or `[V, L]`) -> float32 stack `[C, F, T]` (or `[V, C, F, T]`).
 
@@ -85,6 +102,8 @@ class AudioFeaturizer:
       - logmel:  log(MelScale(|STFT|^2) + log_eps)  (HTK mel, as torchaudio.MelSpectrogram)
       - logstft: log(linear_filterbank^T |STFT| + log_eps)
       - pcen:    PCEN of the same mel power (see `pcen`).
+    With `data.audio.standardize = "clip"` (default) every channel of every view is then
+    standardised over its (F, T) plane (`standardize_channels`); "none" keeps the raw values.
     One STFT is shared by every channel. Build once per worker (filterbanks are cached).
     Cost for 1 s at 16 kHz, n_fft 512, hop 256, 3 channels: ~1 ms per view on one CPU thread.
     """
@@ -96,6 +115,8 @@ class AudioFeaturizer:
         self.n_bins = a.n_bins
         self.n_frames = 1 + self.clip_samples // a.hop_length
         self.log_eps = a.log_eps
+        self.standardize = a.standardize
+        self.standardize_floor = a.standardize_floor
         f_max = a.f_max if a.f_max is not None else cfg.sample_rate / 2
         self._stft = torchaudio.transforms.Spectrogram(
             n_fft=a.n_fft, hop_length=a.hop_length, power=None
@@ -133,7 +154,10 @@ class AudioFeaturizer:
                 out.append(torch.log(binned + self.log_eps))
             else:
                 out.append(pcen(mel_power, *self._pcen_args))
-        return torch.stack(out, dim=-3).float()
+        stack = torch.stack(out, dim=-3).float()
+        if self.standardize == "clip":
+            stack = standardize_channels(stack, self.standardize_floor)
+        return stack
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,9 +1,18 @@
 """Audio encoder: a small VGG-style CNN over the multi-channel spectrogram stack.
 
 Input `[N, C, F, T]` (C = len(data.audio.channels), F = n_bins, T = frames). Each stage is
-`(conv3x3 -> GroupNorm -> ReLU) x 2 -> maxpool 2x2`; the last stage ends in a global average
-pool over (F, T), so any F, T >= 2**(stages-1) work. Output `[N, widths[-1]]`.
-Parameters: sum over stages of 9 * (c_in * w + w * w) (about 72k for the default 16/32/64).
+`(conv3x3 -> GroupNorm -> ReLU) x 2 -> maxpool 2x2`; the last stage (no max-pool) ends in
+- `pool: time` (default): a mean over frames, an adaptive mean down to `freq_bands` frequency
+  bands, flattened (`widths[-1] * freq_bands`) and a Linear back to `widths[-1]`;
+- `pool: global`: one mean over (F, T).
+Any F, T >= 2**(stages-1) work. Output `[N, widths[-1]]`.
+
+Why `time` is the default: after GroupNorm + ReLU every channel of every clip has nearly the
+same spatial mean, so a global mean keeps almost nothing of the clip (random-init features of
+different demo clips had cosine 0.99) and pitch, which is *where* in frequency the energy
+lies, is averaged away. Keeping the frequency axis lets the encoder read it.
+Parameters: sum over stages of 9 * (c_in * w + w * w) (about 72k for the default 16/32/64),
+plus `(w * freq_bands + 1) * w` for the time pool (33k at w = 64, 8 bands).
 Activation memory per view: about 2 * widths[0] * F * T floats at the first stage.
 """
 
@@ -25,6 +34,25 @@ def conv_stage(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class TimePool(nn.Module):
+    """`[N, C, F, T]` -> mean over T, adaptive mean over F to `bands` -> `[N, C * bands]`."""
+
+    def __init__(self, bands: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool1d(bands)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(x.mean(dim=-1)).flatten(1)
+
+
+def pooling(cfg: AudioEncoderConfig) -> nn.Sequential:
+    """The last stage's pooling to `[N, widths[-1]]` (module docstring)."""
+    w = cfg.widths[-1]
+    if cfg.pool == "global":
+        return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    return nn.Sequential(TimePool(cfg.freq_bands), nn.Linear(w * cfg.freq_bands, w))
+
+
 class AudioCNN(StagedEncoder):
     """Spectrogram-stack CNN; `trunk` = all stages but the last, `last` = last stage + pool."""
 
@@ -36,7 +64,7 @@ class AudioCNN(StagedEncoder):
         widths = [in_channels, *cfg.widths]
         stages = [conv_stage(widths[i], widths[i + 1], pool=True) for i in range(len(cfg.widths))]
         self.trunk = nn.Sequential(*stages[:-1])
-        self.last = nn.Sequential(stages[-1][:-1], nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.last = nn.Sequential(stages[-1][:-1], *pooling(cfg))
         self.out_dim = cfg.widths[-1]
 
     def check(self, x: torch.Tensor) -> None:  # type: ignore[override]

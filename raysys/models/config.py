@@ -25,6 +25,11 @@ class AudioEncoderConfig(Section):
     widths: list[int] = Field(
         default_factory=lambda: [16, 32, 64], min_length=2, description="channels per stage"
     )
+    pool: Literal["time", "global"] = Field(
+        "time", description="time: mean over frames, keep `freq_bands` bands, then a Linear; "
+        "global: mean over frequency and time (loses where in frequency energy lies)",
+    )
+    freq_bands: int = Field(8, ge=1, description="frequency bands kept by pool=time")
 
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
@@ -38,6 +43,11 @@ class ImageEncoderConfig(Section):
 
     kind: Literal["resnet_tiny", "resnet18"] = "resnet_tiny"
     width: int = Field(8, ge=1, description="base width of resnet_tiny (stages w, 2w, 4w, 8w)")
+    pool: Literal["grid", "global"] = Field(
+        "grid", description="grid: mean over a grid x grid layout of cells, then a Linear; "
+        "global: one mean over the whole map (loses where things are)",
+    )
+    grid: int = Field(3, ge=1, description="cells per side kept by pool=grid")
 
 
 class TabularEncoderConfig(Section):
@@ -73,6 +83,11 @@ class ModelConfig(Section):
         default_factory=lambda: ["audio"], description="encoders whose last stage is replicated"
     )
     cola: bool = Field(False, description="add the COLA head tanh(LayerNorm(Linear(x)))")
+    centre_momentum: float | None = Field(
+        0.9, ge=0, lt=1,
+        description="running-mean centring of each (head, modality) embedding, EMA momentum of "
+        "the mean; None = off (see raysys.models.heads.EmbeddingCentre)",
+    )
 
     @field_validator("loev_heads")
     @classmethod

@@ -6,7 +6,11 @@
   (w, 2w, 4w, 8w) and a 3x3 stride-1 stem without max-pool, for small images on CPU
   (about 0.08M parameters at w = 8; output 8w).
 Input `[N, 3, H, W]`; output `[N, out_dim]`. `trunk` = stem + layer1..3, `last` = layer4 +
-global average pool.
+pooling:
+- `pool: grid` (default): an adaptive mean to a `grid x grid` layout, flattened
+  (`out_dim * grid**2`) and a Linear back to `out_dim`, so the embedding can tell where
+  things are (the demo codes a factor as a dot's clock position);
+- `pool: global`: torchvision's global average pool.
 """
 
 from __future__ import annotations
@@ -41,6 +45,13 @@ def narrow_resnet(width: int, blocks: tuple[int, int, int, int] = (1, 1, 1, 1)) 
     return net
 
 
+def pooling(cfg: ImageEncoderConfig, width: int) -> list[nn.Module]:
+    """layer4's map `[N, width, h, w]` -> `[N, width]` (module docstring)."""
+    if cfg.pool == "global":
+        return [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    return [nn.AdaptiveAvgPool2d(cfg.grid), nn.Flatten(), nn.Linear(width * cfg.grid**2, width)]
+
+
 class ResNetEncoder(StagedEncoder):
     def __init__(self, cfg: ImageEncoderConfig) -> None:
         super().__init__()
@@ -52,7 +63,7 @@ class ResNetEncoder(StagedEncoder):
             raise ValueError(f"model.image.kind: unknown encoder {cfg.kind!r}")
         stem = [net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3]
         self.trunk = nn.Sequential(*stem)
-        self.last = nn.Sequential(net.layer4, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.last = nn.Sequential(net.layer4, *pooling(cfg, self.out_dim))
 
     def check(self, x: torch.Tensor) -> None:  # type: ignore[override]
         if x.dim() != 4 or x.shape[1] != 3:

@@ -110,7 +110,8 @@ class MultiViewModel(nn.Module):
                      for m in cfg.loev_plus_plus_modalities if m in self.encoders}
                 )  # fmt: skip
         dims = {m: enc.out_dim for m, enc in self.encoders.items()}
-        self.heads = HeadSet(dims, self.head_names, cfg.proj_hidden, cfg.embed_dim, cfg.cola)
+        self.heads = HeadSet(dims, self.head_names, cfg.proj_hidden, cfg.embed_dim, cfg.cola,
+                             cfg.centre_momentum)
 
     def _encoder(self, modality: str, inputs: ModelInputs) -> StagedEncoder:
         if modality == "audio":
@@ -123,6 +124,15 @@ class MultiViewModel(nn.Module):
                 list(inputs.tabular_cardinalities), inputs.tabular_window,
             )  # fmt: skip
         raise ValueError(f"ModelInputs.modalities: unknown modality {modality!r}")
+
+    def update_centre(self, encoded: EncodedViews) -> None:
+        """After a training micro-batch: fold its embeddings into the running means the heads
+        subtract (`model.centre_momentum`; raysys.models.heads). Every rank calls it at the
+        same point (the means are all-reduced); evaluation and embedding never do."""
+        self.heads.update_centre(
+            {h: encoded.embeddings[h] for h in self.head_names}, encoded.present,
+            encoded.slot_modality,
+        )  # fmt: skip
 
     def output_names(self) -> list[str]:
         return self.head_names + ([COLA_HEAD] if self.cfg.cola else [])

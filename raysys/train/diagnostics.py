@@ -225,14 +225,19 @@ def compare_to_baseline(trained: EmbeddedSplit, baseline: EmbeddedSplit, *,
 
 def headline(report: dict[str, Any], space: str = FUSED
              ) -> list[tuple[str, Any, Any, Any]]:
-    """(name, trained, random-init, chance level or None) rows for a summary table; a value
-    is None where the diagnostic was skipped."""
+    """(name, trained, random-init, chance level or None) rows for a summary table: `space`'s
+    NCC, CDNV, kNN and few-shot, each modality's own NCC, cross-modal R@1 per ordered pair and
+    graded-relevance nDCG; a value is None where the diagnostic was skipped."""
 
     def pick(side: dict[str, Any], *path: str) -> Any:
         node: Any = side
         for p in path:
             node = node.get(p) if isinstance(node, dict) else None
         return node if isinstance(node, int | float) else None
+
+    def chance_of(node: dict[str, Any]) -> float | None:
+        classes = node.get("classes")
+        return 1.0 / classes if classes else None
 
     t, r = report["trained"], report["random_init"]
     fused = t["spaces"][space]
@@ -246,6 +251,9 @@ def headline(report: dict[str, Any], space: str = FUSED
         (f"{fs_key.replace('few_shot_', '')} few-shot ({space})",
          ("spaces", space, fs_key, "mean"), pick(t, "spaces", space, fs_key, "chance")),
     ]
+    modalities = [m for m in t["spaces"] if m != space and not m.startswith("backbone.")]
+    rows += [(f"NCC accuracy ({m}, test)", ("spaces", m, "ncc_test"),
+              chance_of(t["spaces"][m])) for m in modalities]
     rows += [(f"R@1 {pair}", ("cross_modal", pair, "R@1"),
               pick(t, "cross_modal", pair, "chance_R@1")) for pair in t["cross_modal"]]
     if "relevance" in t:

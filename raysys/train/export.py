@@ -42,6 +42,28 @@ def config_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
+# Settings whose default changed after exports existed: an export without the key was trained
+# with the old value (model.json holds the config as dumped at export time).
+LEGACY_DEFAULTS: dict[tuple[str, ...], Any] = {
+    ("model", "audio", "pool"): "global",
+    ("model", "image", "pool"): "global",
+    ("model", "centre_momentum"): None,
+    ("data", "audio", "standardize"): "none",
+}
+
+
+def upgrade_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Fill settings an older export predates with the values it was trained with (in place;
+    the stored config_hash is left as written)."""
+    for path, value in LEGACY_DEFAULTS.items():
+        node = meta
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(path[-1], value)
+    return meta
+
+
 def model_state_from_module_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keys of the wrapped `MultiViewModel` (drops the objective's parameters), fp32."""
     out = {k[len(MODEL_PREFIX):]: v.float() if v.is_floating_point() else v
@@ -82,7 +104,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     meta_file = path / META_FILE
     if not meta_file.exists():
         raise FileNotFoundError(f"{path}: no {META_FILE} (not a raysys model export)")
-    meta = json.loads(meta_file.read_text())
+    meta = upgrade_meta(json.loads(meta_file.read_text()))
     inputs = meta["inputs"]
     inputs = ModelInputs(**{**inputs, "modalities": tuple(inputs["modalities"]),
                             "tabular_cardinalities": tuple(inputs["tabular_cardinalities"])})
