@@ -109,3 +109,40 @@ def test_bad_arguments():
     bad = {"num": torch.randn(10, 5), "mask": torch.ones(9, 5)}
     with pytest.raises(ValueError, match="different lengths"):
         grad_cache_step([enc_a, enc_b], [xa, bad], loss_of(log_tau), 4)
+
+
+def test_sub_batched_encoding_equals_whole_batch_encoding():
+    """The trainer's pass 1: slicing a HeteroBatch (views, augmentation flags, relevance lists)
+    and concatenating the sub-batches' EncodedViews gives the whole batch's EncodedViews."""
+    from raysys.data.batch import HeteroBatch, ModalityViews
+    from raysys.models import ModelConfig, ModelInputs, MultiViewModel
+    from raysys.train.module import encode_in_sub_batches, slice_batch
+
+    torch.manual_seed(0)
+    b, v, w = 7, 2, 4
+    model = MultiViewModel(ModelConfig(embed_dim=8, proj_hidden=16, loev_heads=["pitch_shift"]),
+                           ModelInputs(("audio", "image", "tabular"), 3, 2, (5,), w))
+    tab = {"tabular_num": torch.randn(b, v, w, 2), "tabular_num_mask": torch.rand(b, v, w, 2) > .2,
+           "tabular_cat": torch.randint(0, 6, (b, v, w, 1)),
+           "tabular_row_mask": torch.rand(b, v, w) > 0.3}
+    present = torch.rand(b) > 0.3
+    pitch = {"applied": torch.rand(b, v) > 0.5, "semitones": torch.randn(b, v)}
+    batch = HeteroBatch(
+        [f"k{i}" for i in range(b)], torch.arange(b) * 3 + 1,
+        {"audio": ModalityViews(torch.randn(b, v, 3, 8, 8), present, aug={"pitch_shift": pitch}),
+         "image": ModalityViews(torch.randn(b, v, 3, 16, 16), torch.ones(b, dtype=torch.bool)),
+         "tabular": ModalityViews(tab, ~present)},
+        relevance_entity_id=torch.randint(0, 20, (b, 3)), relevance=torch.rand(b, 3) * 100,
+        relevance_mask=torch.rand(b, 3) > 0.5,
+    )  # fmt: skip
+    assert slice_batch(batch, slice(2, 5)).keys == ["k2", "k3", "k4"]
+    with torch.no_grad():
+        whole = model(batch)
+        parts = encode_in_sub_batches(model, batch, 3)  # sub-batches of 3, 3, 1
+    for h in whole.embeddings:
+        torch.testing.assert_close(parts.embeddings[h], whole.embeddings[h], rtol=1e-5, atol=1e-6)
+    for name in ("present", "entity_id", "relevance_entity_id", "relevance", "relevance_mask"):
+        assert torch.equal(getattr(parts, name), getattr(whole, name)), name
+    assert parts.applied.keys() == whole.applied.keys()
+    assert all(torch.equal(parts.applied[k], whole.applied[k]) for k in whole.applied)
+    assert torch.equal(parts.slot_modality, whole.slot_modality)

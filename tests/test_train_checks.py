@@ -46,7 +46,7 @@ def test_wrong_value_names_key(tmp_path):
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
-    (["objective.negatives.grad_cache_sub_batch=4"], "objective.negatives.grad_cache_sub_batch"),
+    (["objective.negatives.grad_cache_sub_batch=8"], "objective.negatives.grad_cache_sub_batch"),
     (["objective.negatives.momentum=0.9"], "objective.negatives.momentum"),
     (["train.grad_accum=2"], "train.nonfinite"),
     (["train.checkpoint_every=7"], "train.checkpoint_every"),

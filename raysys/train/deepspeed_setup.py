@@ -10,12 +10,19 @@ import torch
 from raysys.train.config import TrainConfig
 
 
-def deepspeed_config(cfg: TrainConfig, micro_batch: int, world_size: int) -> dict[str, Any]:
-    """The DeepSpeed JSON config: ZeRO stage, precision, clipping, accumulation."""
+def deepspeed_config(cfg: TrainConfig, micro_batch: int, world_size: int,
+                     micro_steps: int = 1) -> dict[str, Any]:
+    """The DeepSpeed JSON config: ZeRO stage, precision, clipping, accumulation.
+
+    `micro_steps`: DeepSpeed micro-steps per trainer micro-batch (gradient caching runs
+    one per sub-batch, `raysys.train.module.micro_steps_per_batch`); the accumulation window is
+    `grad_accum * micro_steps` of them. DeepSpeed's own sample counters then count each
+    micro-batch `micro_steps` times; raysys counts samples itself."""
+    gas = cfg.grad_accum * micro_steps
     config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": micro_batch,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "train_batch_size": micro_batch * cfg.grad_accum * world_size,
+        "gradient_accumulation_steps": gas,
+        "train_batch_size": micro_batch * gas * world_size,
         "zero_optimization": {"stage": cfg.zero_stage},
         "bf16": {"enabled": cfg.precision == "bf16"},
         "steps_per_print": 10**9,  # raysys logs its own metrics
@@ -49,7 +56,8 @@ def make_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
 
-def initialize(module: torch.nn.Module, cfg: TrainConfig, micro_batch: int, world_size: int):
+def initialize(module: torch.nn.Module, cfg: TrainConfig, micro_batch: int, world_size: int,
+               micro_steps: int = 1):
     """`deepspeed.initialize` with our optimizer and schedule -> (engine, optimizer, scheduler)."""
     import deepspeed
 
@@ -59,6 +67,6 @@ def initialize(module: torch.nn.Module, cfg: TrainConfig, micro_batch: int, worl
         model=module,
         optimizer=optimizer,
         lr_scheduler=scheduler,
-        config=deepspeed_config(cfg, micro_batch, world_size),
+        config=deepspeed_config(cfg, micro_batch, world_size, micro_steps),
     )
     return engine, optimizer, scheduler

@@ -26,8 +26,15 @@ from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
 from raysys.objectives.objective import ContrastiveObjective
 from raysys.train import checkpoint as ckpt
 from raysys.train.deepspeed_setup import initialize
+from raysys.train.intrain_eval import InTrainingEval
 from raysys.train.metrics import MetricsLog, peak_memory_mib
-from raysys.train.module import TrainModule, cast_batch
+from raysys.train.module import (
+    TrainModule,
+    cast_batch,
+    encode_in_sub_batches,
+    make_step,
+    micro_steps_per_batch,
+)
 
 
 class NonFiniteLoss(RuntimeError):
@@ -127,8 +134,9 @@ class Trainer:
         objective = ContrastiveObjective(cfg.objective, cfg.model.embed_dim)
         self.module = TrainModule(model, objective)
         self.engine, self.optimizer, self.scheduler = initialize(
-            self.module, self.t, self.micro, world
+            self.module, self.t, self.micro, world, micro_steps_per_batch(neg, self.micro)
         )
+        self.stepper = make_step(self.engine, neg, self.t.grad_accum)  # plain or grad caching
         self.device = self.engine.device
         self.dtype = torch.bfloat16 if self.t.precision == "bf16" else torch.float32
         if self.key_encoder is not None:
@@ -212,7 +220,8 @@ class Trainer:
         if self.queue is None:
             return
         if self.key_encoder is not None:
-            encoded = self.key_encoder(batch)
+            encoded = encode_in_sub_batches(self.key_encoder, batch,
+                                            self.cfg.objective.negatives.grad_cache_sub_batch)
         emb = encoded.embeddings["invariant"].float()
         present = encoded.present
         ids = encoded.entity_id.unsqueeze(1).expand_as(present)
@@ -222,12 +231,12 @@ class Trainer:
         """Forward, backward and (at the accumulation boundary) the optimizer step of one
         micro-batch. Returns False when a non-finite loss made it skip the step."""
         batch = cast_batch(batch, self.dtype, self.device)
-        out, encoded = self.engine(batch, self.negatives())
+        out, encoded = self.stepper.forward(batch, self.negatives())
         if not _all_finite(out["loss"]):  # every rank takes the same branch (all-reduced)
             self.skip_nonfinite(out, stats)
             return False
-        self.engine.backward(out["loss"])
-        self.engine.step()
+        self.stepper.backward(out)
+        self.module.model.update_centre(encoded)  # running embedding means (model.centre_*)
         stats.add_terms(out)
         self.enqueue(batch, encoded)
         return True
@@ -300,8 +309,11 @@ class Trainer:
             print(f"[raysys] {resumed}: {self.world} workers x {self.micro} entities x "
                   f"{self.t.grad_accum} accumulation = {self.global_batch} per step", flush=True)
         it, stats = self.batches(), StepStats()
+        evaluator = InTrainingEval(self, log)  # eval.every: off the critical path (Ray actor)
+        evaluator.after_step(self.step)  # the start: the random-init (or resumed) point
         while self.step < self.t.steps:
             self.optimizer_step(it, stats)
+            evaluator.after_step(self.step)
             last = self.step == self.t.steps
             save = last or self.step % self.t.checkpoint_every == 0
             if save or self.step % self.t.log_every == 0:
@@ -311,6 +323,7 @@ class Trainer:
                     self.save_and_report(record)
                 else:
                     ray.train.report(record)
+        evaluator.finish()  # rank 0 waits for outstanding evaluations
         log.close()
 
 

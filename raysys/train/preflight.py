@@ -23,15 +23,6 @@ from raysys.config import ConfigError, RaysysConfig
 from raysys.data import fs
 from raysys.train.checkpoint import META_FILE, check_signature
 
-GRAD_CACHE_REASON = (
-    "objective.negatives.grad_cache_sub_batch: gradient caching is not supported by the "
-    "DeepSpeed trainer. It needs one backward per encoder sub-batch inside one micro-step; "
-    "ZeRO-2/3 reduce each gradient exactly once per micro-step (DeepSpeed asserts 'Gradient "
-    "computed twice for this partition') and engine.backward scales every call by "
-    "1/grad_accum again. Use train.grad_accum (more entities per step) or "
-    "objective.negatives.chunk_size (bounded score memory) instead."
-)
-
 
 class StorageUnreachable(RuntimeError):
     """The checkpoint storage could not be written after the configured retries."""
@@ -53,8 +44,11 @@ def config_errors(cfg: RaysysConfig) -> list[str]:
     """Every cross-section rule this config breaks, each naming its dotted key."""
     neg, t, obj = cfg.objective.negatives, cfg.train, cfg.objective
     errors = []
-    if neg.grad_cache_sub_batch is not None:
-        errors.append(GRAD_CACHE_REASON)
+    if neg.grad_cache_sub_batch is not None and neg.grad_cache_sub_batch >= cfg.data.batch_size:
+        errors.append(f"objective.negatives.grad_cache_sub_batch ({neg.grad_cache_sub_batch}) >= "
+                      f"data.batch_size ({cfg.data.batch_size}): a micro-batch would be one "
+                      "sub-batch and caching would only add a second forward; set it below "
+                      "data.batch_size (or null for no gradient caching)")
     if neg.momentum is not None and not neg.queue_size:
         errors.append("objective.negatives.momentum: the momentum encoder only produces queue "
                       "keys; set objective.negatives.queue_size > 0 (or momentum: null)")

@@ -10,18 +10,28 @@
 Activation memory is that of one sub-batch; the cost is a second forward of every encoder.
 Caveats: layers that mix rows (BatchNorm in train mode) see sub-batches, not the full batch;
 with fp16 dynamic loss scaling the hook would scale twice — use bf16/fp32.
+
+Two levels:
+- `grad_cache_step`: the whole step for plain torch encoders (one backward per call);
+- `embed_sub_batches` / `backprop_sub_batches`: passes 1 and 3 over any row-sliceable input
+  and an encoder returning a tensor or a dict of tensors (heads). The DeepSpeed trainer
+  (`raysys.train.module.GradCacheStep`) drives these, running each backward as a DeepSpeed
+  micro-step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 Input = Tensor | Mapping[str, Tensor]
 LossOut = Tensor | Mapping[str, Tensor]
+Embedded = Tensor | Mapping[str, Tensor]
+T = TypeVar("T")
 
 
 def _rows(x: Input) -> int:
@@ -39,7 +49,7 @@ def _slice(x: Input, rows: slice) -> Input:
     return {k: v[rows] for k, v in x.items()}
 
 
-class _RngState:
+class RngState:
     """CPU and (if initialised) CUDA RNG state, to replay dropout in the second forward."""
 
     def __init__(self) -> None:
@@ -52,17 +62,63 @@ class _RngState:
             torch.cuda.set_rng_state_all(self.cuda)
 
 
-def _embed_without_graph(
-    encode: Callable[[Any], Tensor], x: Input, sub_batch: int
-) -> tuple[Tensor, list[tuple[slice, _RngState]]]:
+@dataclass
+class SubBatch:
+    """Rows of one sub-batch and the RNG state its first (graph-free) forward started from."""
+
+    rows: slice
+    rng: RngState
+
+
+def sub_batch_rows(n: int, sub_batch: int) -> list[slice]:
+    """`[0, n)` in consecutive slices of `sub_batch` rows (the last may be shorter)."""
+    if sub_batch < 1:
+        raise ValueError(f"grad caching: sub_batch must be >= 1, got {sub_batch}")
+    return [slice(r0, min(r0 + sub_batch, n)) for r0 in range(0, n, sub_batch)]
+
+
+def embed_sub_batches(
+    encode: Callable[[slice], T], n: int, sub_batch: int
+) -> tuple[list[T], list[SubBatch]]:
+    """Pass 1: `encode(rows)` for each sub-batch of `n` rows under `no_grad`.
+
+    Returns each sub-batch's output (the caller concatenates them) and the record that
+    `backprop_sub_batches` replays."""
     parts, record = [], []
-    n = _rows(x)
     with torch.no_grad():
-        for r0 in range(0, n, sub_batch):
-            rows = slice(r0, min(r0 + sub_batch, n))
-            record.append((rows, _RngState()))
-            parts.append(encode(_slice(x, rows)))
-    return torch.cat(parts), record
+        for rows in sub_batch_rows(n, sub_batch):
+            record.append(SubBatch(rows, RngState()))
+            parts.append(encode(rows))
+    return parts, record
+
+
+def surrogate(emb: Embedded, grad: Embedded, rows: slice) -> Tensor | None:
+    """`Σ E_sub · g_sub` over every tensor (head) that has a cached gradient; None if none has.
+
+    Its gradient w.r.t. the encoder parameters is the sub-batch's share of `∂L/∂θ`."""
+    if isinstance(emb, Tensor):
+        assert isinstance(grad, Tensor)
+        return (emb * grad[rows].to(emb.dtype)).sum()
+    assert isinstance(grad, Mapping)
+    terms = [(emb[h] * g[rows].to(emb[h].dtype)).sum() for h, g in grad.items()]
+    return torch.stack(terms).sum() if terms else None
+
+
+def backprop_sub_batches(
+    encode: Callable[[slice], Embedded],
+    grad: Embedded,
+    record: list[SubBatch],
+    backward: Callable[[Tensor], None],
+) -> None:
+    """Pass 3: re-run `encode` per sub-batch with its recorded RNG state and call `backward`
+    on its surrogate (one call per sub-batch). `grad` holds `∂L/∂E` of the full rows (a dict:
+    only the heads listed). The global RNG continues afterwards as if pass 3 had not run."""
+    with torch.random.fork_rng(devices=_cuda_devices()):
+        for sub in record:
+            sub.rng.restore()
+            loss = surrogate(encode(sub.rows), grad, sub.rows)
+            if loss is not None:
+                backward(loss)
 
 
 def _loss_tensor(out: LossOut) -> Tensor:
@@ -86,8 +142,9 @@ def grad_cache_step(
         encode_fns: one encoder per input, `[n, ...] -> [n, d]` (tensor or dict-of-tensor input).
         inputs: the full batch of each encoder, split along dim 0 into `sub_batch` rows.
         loss_fn: embeddings -> scalar loss, or a mapping with a 'loss' key (named terms).
-        backward: runs the backward of a scalar (pass DeepSpeed's `engine.backward`); called
-            once on the loss and once per (encoder, sub-batch) surrogate.
+        backward: runs the backward of a scalar; called once on the loss and once per
+            (encoder, sub-batch) surrogate. For DeepSpeed use `raysys.train.module.GradCacheStep`
+            (each backward must be its own DeepSpeed micro-step).
 
     Returns: the loss output, detached. Parameter gradients equal those of the plain step
     (exactly, up to float summation order, when each encoder is row-wise independent).
@@ -96,33 +153,22 @@ def grad_cache_step(
         raise ValueError(f"grad_cache_step: {len(encode_fns)} encoders but {len(inputs)} inputs")
     if sub_batch < 1:
         raise ValueError(f"grad_cache_step: sub_batch must be >= 1, got {sub_batch}")
-    cached = [
-        _embed_without_graph(f, x, sub_batch) for f, x in zip(encode_fns, inputs, strict=True)
-    ]
+    cached = []
+    for f, x in zip(encode_fns, inputs, strict=True):
+        parts, record = embed_sub_batches(lambda rows, f=f, x=x: f(_slice(x, rows)), _rows(x),
+                                          sub_batch)
+        cached.append((torch.cat(parts), record))
     embeddings = [e.detach().requires_grad_() for e, _ in cached]
     out = loss_fn(*embeddings)
     backward(_loss_tensor(out))
     for f, x, emb, (_, record) in zip(encode_fns, inputs, embeddings, cached, strict=True):
         if emb.grad is None:
             continue  # the loss did not use this encoder's embeddings
-        _backprop_sub_batches(f, x, emb.grad, record, backward)
+        backprop_sub_batches(lambda rows, f=f, x=x: f(_slice(x, rows)), emb.grad, record,
+                             backward)
     if isinstance(out, Tensor):
         return out.detach()
     return {k: v.detach() for k, v in out.items()}
-
-
-def _backprop_sub_batches(
-    encode: Callable[[Any], Tensor],
-    x: Input,
-    grad: Tensor,
-    record: list[tuple[slice, _RngState]],
-    backward: Callable[[Tensor], None],
-) -> None:
-    with torch.random.fork_rng(devices=_cuda_devices()):
-        for rows, state in record:
-            state.restore()
-            emb = encode(_slice(x, rows))
-            backward((emb * grad[rows].to(emb.dtype)).sum())
 
 
 def _cuda_devices() -> list[int]:
