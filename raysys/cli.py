@@ -1,4 +1,5 @@
-"""The `raysys` command line: make-demo-data, data inspect, config show, pretrain, demo.
+"""The `raysys` command line: make-demo-data, data inspect, config show, pretrain, demo, embed,
+evaluate.
 
 Every subcommand that takes a config accepts `--config FILE` and trailing `key.path=value`
 overrides; a wrong key or value fails before any work starts, naming the key.
@@ -144,8 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from raysys.embed.cli import add_embed_parser
+    from raysys.evaluate import add_evaluate_parser
 
     add_embed_parser(sub)
+    add_evaluate_parser(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from raysys.config_base import Section
 from raysys.data.config import DataConfig
+from raysys.eval.config import EvaluationConfig
 from raysys.models.config import ModelConfig
 from raysys.objectives.config import ObjectiveConfig
 from raysys.train.config import TrainConfig
@@ -35,6 +36,7 @@ class RaysysConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="after")
     def _check_sections_agree(self) -> RaysysConfig:

@@ -3,7 +3,8 @@
     OUT/archive/           the demo archive (built when absent; `raysys make-demo-data`)
     OUT/inspect/           summary.json + quarantine.parquet of `raysys data inspect`
     OUT/run/               the pretraining run: config.yaml, metrics.jsonl, tensorboard/,
-                           checkpoints/, model/ (fp32 export), summary.json, eval_demo.json
+                           checkpoints/, model/ (fp32 export), summary.json, eval_demo.json,
+                           eval/ (`raysys evaluate`: eval.json, report.md, plots)
 
 Steps: build the archive, inspect it, pretrain with configs/demo.yaml (2 workers, DeepSpeed
 ZeRO-2 on the CPU, binary + graded-relevance + LOEV terms, queue, gather), then embed the
@@ -56,19 +57,18 @@ def inspect(cfg: RaysysConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def evaluate_run(cfg: RaysysConfig, batch_size: int = 64) -> dict[str, Any]:
-    """Held-out diagnostics of RUN/model vs the random init; writes RUN/eval_demo.json."""
+    """`raysys evaluate` on RUN (RUN/eval/: eval.json, report.md, plots), plus the demo's
+    headline diagnostics of the same embeddings in RUN/eval_demo.json."""
     from raysys.data.pipeline import open_archive
-    from raysys.train.diagnostics import compare_to_baseline, embed_split, random_init_model
-    from raysys.train.export import load_model
+    from raysys.evaluate import evaluate_checkpoint
+    from raysys.train.diagnostics import compare_to_baseline
 
+    result = evaluate_checkpoint(cfg.out, cfg.archive, overrides=[f"eval.batch_size={batch_size}"])
     pipe = open_archive(cfg.archive, cfg.data)
-    model, meta = load_model(cfg.out)
-    trained = embed_split(model, pipe, "eval", batch_size)
-    baseline = embed_split(random_init_model(meta, cfg.seed), pipe, "eval", batch_size)
     ratings = pipe.info.relevance.frame if pipe.info.relevance is not None else None
-    report = compare_to_baseline(trained, baseline, ratings=ratings, seed=cfg.seed)
-    report.update(model=str(Path(cfg.out, "model").resolve()), model_id=meta["model_id"],
-                  step=meta["step"])
+    report = compare_to_baseline(result.trained, result.baseline, ratings=ratings, seed=cfg.seed)
+    report.update(model=result.report["model"], model_id=result.report["model_id"],
+                  step=result.report["step"], report=str((result.out / "report.md").resolve()))
     path = Path(cfg.out) / "eval_demo.json"
     path.write_text(json.dumps(report, indent=1))
     return report
@@ -81,6 +81,7 @@ def read_metrics(run: Path) -> list[dict[str, Any]]:
 
 def training_rows(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """Steps, first/last loss and terms, throughput and data wait from metrics.jsonl."""
+    records = [r for r in records if "loss" in r]  # in-training eval records are separate
     if not records:
         raise ValueError("metrics.jsonl is empty: the run logged no step")
     first, last = records[0], records[-1]
@@ -125,6 +126,7 @@ def print_summary(cfg: RaysysConfig, run_summary: dict[str, Any], report: dict[s
         ("tensorboard", run / "tensorboard" if cfg.train.tensorboard else "off"),
         ("checkpoints", run_summary["checkpoint"]), ("model export", run_summary["model"]),
         ("held-out diagnostics", run / "eval_demo.json"),
+        ("evaluation report", report["report"]),
         ("inspect summary", inspect_dir.resolve() / "summary.json"),
         ("quarantine", inspect_dir.resolve() / "quarantine.parquet"),
     ]

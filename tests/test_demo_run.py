@@ -52,6 +52,9 @@ def test_compare_separated_vs_noise():
     rows = {name: (a, b, chance) for name, a, b, chance in headline(report)}
     assert rows["NCC accuracy (fused, test)"] == (1.0, r["ncc_test"], 1 / CLASSES)
     assert rows["5way_5shot few-shot (fused)"][2] == 0.2
+    image = report["trained"]["spaces"]["image"]
+    assert rows["NCC accuracy (image, test)"][0] == image["ncc_test"]
+    assert rows["NCC accuracy (image, test)"][2] == 1 / image["classes"]
     json.dumps(report, allow_nan=False)  # strict JSON
 
 
@@ -99,7 +102,8 @@ def test_demo_end_to_end(ray_session, tmp_path, capsys):
     run = out / "run"
     for path in ("archive/manifest.parquet", "inspect/summary.json", "inspect/quarantine.parquet",
                  "run/config.yaml", "run/metrics.jsonl", "run/model/model.pt",
-                 "run/model/model.json", "run/summary.json", "run/eval_demo.json"):
+                 "run/model/model.json", "run/summary.json", "run/eval_demo.json",
+                 "run/eval/eval.json", "run/eval/report.md", "run/eval/projection.png"):
         assert (out / path).exists(), path
     assert any((run / "tensorboard").iterdir())
     summary = json.loads((run / "summary.json").read_text())
@@ -125,5 +129,6 @@ def test_demo_end_to_end(ray_session, tmp_path, capsys):
                  "NCC accuracy (fused, test)", "CDNV", "few-shot", "R@1 audio->image",
                  "nDCG@10", str(run / "metrics.jsonl"), str(run / "tensorboard"),
                  summary["checkpoint"], str(run / "model"), str(out / "inspect" / "summary.json"),
+                 str(run / "eval" / "report.md"),
                  str(out / "inspect" / "quarantine.parquet")):
         assert text in printed, text

@@ -15,7 +15,7 @@ from typing import Any
 from raysys.config import RaysysConfig, dump_config
 from raysys.data import fs
 from raysys.data.pipeline import open_archive
-from raysys.train import preflight
+from raysys.train import intrain_eval, preflight
 from raysys.train.checkpoint import consolidated_state
 from raysys.train.export import export_model, model_state_from_module_state
 from raysys.train.loop import model_inputs, signature, train_worker
@@ -70,6 +70,7 @@ def prepare(cfg: RaysysConfig) -> Any:
     preflight.check_run_config(cfg)
     preflight.probe_storage(storage_path(cfg), retries=cfg.train.storage_retries)
     pipe = open_archive(cfg.archive, cfg.data)
+    intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns and a held-out split exist
     resume_step = preflight.check_resume(cfg, signature(cfg, model_inputs(cfg, pipe)))
     if resume_step:
         print(f"[raysys] run {cfg.train.run_name!r} resumes from its checkpoint of step "

@@ -75,6 +75,25 @@ class MetricsLog:
         print(self.progress_line(record), flush=True)
         return record
 
+    def log_eval(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """An in-training evaluation record (`eval/...` keys, raysys.train.intrain_eval): its
+        own line, possibly after records of later steps (it is computed asynchronously)."""
+        record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        if not self.enabled:
+            return record
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            for name, value in record.items():
+                if name != "step" and isinstance(value, int | float):
+                    self.writer.add_scalar(name, value, step)
+            self.writer.flush()
+        shown = " ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items()
+                         if k.endswith(("/ncc_test", "/cdnv")) and isinstance(v, float))
+        problem = record.get("eval/error") or ""
+        print(f"[raysys] eval step {step}: {shown} {problem}".rstrip(), flush=True)
+        return record
+
     def progress_line(self, r: dict[str, Any]) -> str:
         terms = " ".join(f"{k} {r[k]:.3f}" for k in HEADLINE if isinstance(r.get(k), float))
         elapsed = time.time() - self.started

@@ -1,0 +1,291 @@
+"""Evaluation during training (`eval.every`), off the training ranks' critical path.
+
+    every N steps (and at the start): all ranks -> snapshot (ZeRO-3: a gather every rank joins)
+    rank 0 -> ray.put(fp32 weights) -> EvalActor.evaluate.remote(step, weights)
+    every step, rank 0 -> ray.wait(timeout=0) -> finished records into metrics.jsonl/TensorBoard
+    end of training -> wait for the outstanding evaluations
+
+The actor (`eval.cpus` logical CPUs, 0.25 by default so it fits next to training on 2 cores)
+decodes the held-out split once (augmentation off, one view per modality), keeps the batches,
+and per request embeds them with the snapshot and computes the cheap diagnostics of the fused
+invariant embeddings: NCC (train/test), CDNV and kNN for every `eval.label_sets` entry plus
+a random-label control (the first label set permuted). No few-shot episodes here.
+
+Records: `{"step": s, "eval/<set>/<metric>": value, ..., "eval/entities": n,
+"eval/seconds": t}` (see docs/evaluation.md). They may land after later training records;
+a resumed run keeps those of steps <= the resumed step and never evaluates a step twice.
+
+The helpers `decode_split` and `embed_heads` are shared with `raysys evaluate`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from raysys.data.batch import HeteroBatch
+from raysys.data.pipeline import Pipeline
+from raysys.data.rows import RowBuilder
+from raysys.eval import cdnv, knn_accuracy, ncc_accuracy, random_labels, split_indices
+from raysys.eval.config import EvaluationConfig
+from raysys.models.config import INVARIANT_HEAD, ModelConfig
+from raysys.models.multimodal import ModelInputs, MultiViewModel
+from raysys.train.diagnostics import EmbeddedSplit
+
+PREFIX = "eval/"
+
+
+# -- shared with `raysys evaluate` --------------------------------------------------------------
+
+def decode_split(pipe: Pipeline, split: str = "eval", batch_size: int = 64) -> list[HeteroBatch]:
+    """Every entity of `split` as HeteroBatches (plan order, augmentation off, one view per
+    modality), decoded in this process.
+
+    No Ray Data here on purpose: Ray Data's `from_pandas` starts 1-CPU metadata tasks, which
+    never fit beside a training run on 2 cores (training workers hold the rest), and the
+    held-out split is small and decoded once. Unusable records are dropped from their view
+    exactly as in training (quarantine semantics of `RowBuilder`)."""
+    cfg = pipe.cfg.model_copy(deep=True)
+    cfg.views_per_modality = 1  # augmentation off: further views would be identical copies
+    cfg.augment.enabled = False
+    plan = pipe.plan(split, epochs=1, shuffle=False).rows()
+    if len(plan) == 0:
+        raise ValueError(f"split {split!r} has no entities (data.eval_fraction too small?)")
+    builder = RowBuilder(cfg, pipe.stats, pipe.info.logs)
+    return [HeteroBatch.from_numpy(builder(plan.iloc[i : i + batch_size]))
+            for i in range(0, len(plan), batch_size)]
+
+
+@torch.no_grad()
+def embed_heads(model: MultiViewModel, batches: list[HeteroBatch], labels: Any
+                ) -> tuple[EmbeddedSplit, dict[str, dict[str, np.ndarray]]]:
+    """Embed decoded batches: the EmbeddedSplit of the invariant head (L2-normalised) and
+    every head's normalised embeddings `{head: {modality: [N, d]}}` (zeros where absent)."""
+    model = model.eval()
+    parts: dict[str, list[np.ndarray]] = {}
+    keys: list[str] = []
+    for batch in batches:
+        keys += batch.keys
+        parts.setdefault("ids", []).append(batch.entity_id.numpy())
+        for m in model.modalities:
+            if m not in batch.views:
+                continue
+            backbone, heads = model.encode_modality(m, batch.views[m])
+            parts.setdefault(f"backbone.{m}", []).append(backbone[:, 0].float().numpy())
+            parts.setdefault(f"present.{m}", []).append(batch.views[m].present.bool().numpy())
+            for h, e in heads.items():
+                parts.setdefault(f"{h}.{m}", []).append(
+                    F.normalize(e[:, 0].float(), dim=-1).numpy())
+    cat = {name: np.concatenate(p) for name, p in parts.items()}
+    mods = [m for m in model.modalities if f"present.{m}" in cat]
+    heads = {h: {m: cat[f"{h}.{m}"] for m in mods} for h in model.output_names()}
+    labels = labels.set_index("key").loc[keys].reset_index()
+    split = EmbeddedSplit(keys=keys, entity_ids=cat["ids"], embeddings=heads[INVARIANT_HEAD],
+                          present={m: cat[f"present.{m}"] for m in mods},
+                          backbone={m: cat[f"backbone.{m}"] for m in mods}, labels=labels)
+    return split, heads
+
+
+def check_label_columns(cfg: EvaluationConfig, available: list[str],
+                        keys: tuple[str, ...] = ("label_sets",)) -> None:
+    """Every configured column must be in the manifest; the error names the config key."""
+    for section in keys:
+        for name, column in getattr(cfg, section).items():
+            if column not in available:
+                raise ValueError(f"eval.{section}.{name}: column {column!r} is not in the "
+                                 f"archive's manifest (label columns: {available}); override "
+                                 f"eval.{section} to use others")
+
+
+def check(cfg: Any, pipe: Pipeline) -> None:
+    """Driver-side, before workers start: with `eval.every > 0` the label columns exist and
+    the archive has a held-out split."""
+    if cfg.eval.every == 0:
+        return
+    check_label_columns(cfg.eval, list(pipe.info.manifest.labels.columns))
+    if len(pipe.entities.select("eval")) == 0:
+        raise ValueError("eval.every > 0 but the archive has no held-out entities "
+                         "(raise data.eval_fraction)")
+
+
+# -- the cheap diagnostics ----------------------------------------------------------------------
+
+def train_mask(y: np.ndarray, cfg: EvaluationConfig) -> tuple[np.ndarray, str]:
+    """The shared train/test split of the held-out entities (True = train): entities of a
+    single-sample class always train (they could not be tested); the rest is split by
+    `eval.test_fraction`/`eval.seed`, stratified by `y` when every class has 2 samples."""
+    classes, counts = np.unique(y, return_counts=True)
+    single = np.isin(y, classes[counts < 2])
+    rest = np.flatnonzero(~single)
+    try:
+        tr, _ = split_indices(y[rest], test_fraction=cfg.test_fraction, seed=cfg.seed)
+        how = "stratified by the first label set"
+    except ValueError as e:
+        tr, _ = split_indices(y[rest], test_fraction=cfg.test_fraction, seed=cfg.seed,
+                              stratify=False)  # too few entities: raises, naming the count
+        how = f"not stratified ({str(e).splitlines()[0]})"
+    mask = single.copy()
+    mask[rest[tr]] = True
+    if single.any():
+        how += f"; {int(single.sum())} entities of single-sample classes always train"
+    return mask, how
+
+
+def _label_metrics(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray,
+                   knn_k: int) -> dict[str, float]:
+    out = {"ncc_train": ncc_accuracy(x[tr], y[tr], x[tr], y[tr]),
+           "cdnv": cdnv(x, y, min_class_size=1)}
+    seen = np.isin(y[te], y[tr])  # a test class absent from training cannot be predicted
+    if seen.any():
+        out["ncc_test"] = ncc_accuracy(x[tr], y[tr], x[te][seen], y[te][seen])
+        out["knn"] = knn_accuracy(x[tr], y[tr], x[te][seen], y[te][seen], k=min(knn_k, tr.size))
+    return out
+
+
+def quick_metrics(x: np.ndarray, label_sets: dict[str, np.ndarray], cfg: EvaluationConfig
+                  ) -> dict[str, Any]:
+    """Flat `eval/<set>/<metric>` values; `eval/<set>/skipped` holds the reason when a label
+    set cannot be evaluated (e.g. a single class)."""
+    first = next(iter(label_sets.values()))
+    mask, _ = train_mask(first, cfg)
+    tr, te = np.flatnonzero(mask), np.flatnonzero(~mask)
+    sets = dict(label_sets)
+    if cfg.random_control:
+        sets["random"] = random_labels(first, cfg.seed)
+    out: dict[str, Any] = {}
+    for name, y in sets.items():
+        try:
+            values = _label_metrics(x, y, tr, te, cfg.knn_k)
+        except ValueError as e:
+            out[f"{PREFIX}{name}/skipped"] = str(e).splitlines()[0]
+            continue
+        out.update({f"{PREFIX}{name}/{k}": v for k, v in values.items()})
+    return out
+
+
+class EvalWorker:
+    """The actor body: decoded held-out batches in memory, one evaluation per request."""
+
+    def __init__(self, model_cfg: dict[str, Any], inputs: ModelInputs, pipe: Pipeline,
+                 eval_cfg: dict[str, Any]) -> None:
+        self.model = MultiViewModel(ModelConfig.model_validate(model_cfg), inputs)
+        self.cfg = EvaluationConfig.model_validate(eval_cfg)
+        self.pipe = pipe
+        self.batches: list[Any] | None = None
+
+    def evaluate(self, step: int, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+        started = time.perf_counter()
+        try:
+            if self.batches is None:
+                torch.set_num_threads(1)
+                self.batches = decode_split(self.pipe, "eval", self.cfg.batch_size)
+            self.model.load_state_dict(state)
+            labels = self.pipe.entities.select("eval").labels(self.pipe.info)
+            split, _ = embed_heads(self.model, self.batches, labels)
+            fused, keep = split.fused()
+            ys = {n: split.labels[c].to_numpy()[keep] for n, c in self.cfg.label_sets.items()}
+            record = quick_metrics(fused[keep], ys, self.cfg)
+            record[f"{PREFIX}entities"] = int(keep.sum())
+        except Exception as e:  # an evaluation never takes the training run down
+            record = {f"{PREFIX}error": f"{type(e).__name__}: {e}"}
+        record[f"{PREFIX}seconds"] = time.perf_counter() - started
+        return {"step": step, **record}
+
+
+def snapshot(model: torch.nn.Module, zero_stage: int) -> dict[str, torch.Tensor]:
+    """fp32 CPU copy of the model's weights. ZeRO 0-2: parameters are replicated (read
+    locally). ZeRO-3: every rank must call this (the gather is a collective)."""
+
+    def copy() -> dict[str, torch.Tensor]:
+        return {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().clone()
+                for k, v in model.state_dict().items()}
+
+    if zero_stage < 3:
+        return copy()
+    import deepspeed
+
+    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
+        return copy()
+
+
+def logged_eval_steps(path: Path) -> set[int]:
+    """Steps that already have an evaluation record in metrics.jsonl (resume: no repeats)."""
+    if not path.exists():
+        return set()
+    steps = set()
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if any(k.startswith(PREFIX) for k in record):
+                steps.add(int(record["step"]))
+    return steps
+
+
+class InTrainingEval:
+    """Hook of the training loop; `after_step(step)` on every rank, `finish()` at the end."""
+
+    def __init__(self, trainer: Any, log: Any) -> None:
+        self.every = trainer.cfg.eval.every
+        self.model, self.zero_stage = trainer.module.model, trainer.t.zero_stage
+        self.rank, self.log = trainer.rank, log
+        self.pending: dict[Any, int] = {}  # object ref -> step
+        self.done: set[int] = set()
+        self.actor = None
+        if self.every and self.rank == 0:
+            import ray
+
+            self.done = logged_eval_steps(log.path)
+            cfg = trainer.cfg
+            actor = ray.remote(EvalWorker).options(
+                num_cpus=cfg.eval.cpus, scheduling_strategy="DEFAULT")  # outside the workers' PG
+            self.actor = actor.remote(cfg.model.model_dump(mode="json"), trainer.inputs,
+                                      trainer.pipe, cfg.eval.model_dump(mode="json"))
+
+    def after_step(self, step: int) -> None:
+        """Launch the evaluation of `step` when due; rank 0 collects finished ones. Under
+        ZeRO-3 every rank joins the gather at each due step (so no rank needs to know which
+        steps rank 0 already has records of)."""
+        if not self.every:
+            return
+        launch = self.rank == 0 and step % self.every == 0 and step not in self.done
+        if launch or (self.zero_stage == 3 and step % self.every == 0):
+            state = snapshot(self.model, self.zero_stage)
+            if launch:
+                import ray
+
+                self.done.add(step)
+                self.pending[self.actor.evaluate.remote(step, ray.put(state))] = step
+        if self.rank == 0:
+            self.collect(timeout=0)
+
+    def collect(self, timeout: float | None) -> None:
+        """Log finished evaluations (timeout 0: never blocks; None: wait for all). A failed
+        evaluation is logged as `eval/error`, never raised into the training loop."""
+        import ray
+
+        if not self.pending:
+            return
+        ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=timeout)
+        records = []
+        for ref in ready:
+            step = self.pending.pop(ref)
+            try:
+                records.append(ray.get(ref))
+            except Exception as e:  # e.g. the actor died
+                records.append({"step": step, f"{PREFIX}error": f"{type(e).__name__}: {e}"})
+        for record in sorted(records, key=lambda r: r["step"]):
+            step = record.pop("step")
+            self.log.log_eval(step, record)
+
+    def finish(self) -> None:
+        if self.rank == 0 and self.actor is not None:
+            import ray
+
+            self.collect(timeout=None)
+            ray.kill(self.actor)

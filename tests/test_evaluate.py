@@ -1,0 +1,197 @@
+"""Evaluation during training (eval.every) and `raysys evaluate` with its report: one tiny real
+run (Ray Train + DeepSpeed on CPU) shared by the module, plus fast checks of the pieces."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raysys.config import load_config
+from raysys.eval.config import EvaluationConfig
+from raysys.evaluate import EvaluateError, evaluate_checkpoint, few_shot_curve
+from raysys.train.intrain_eval import quick_metrics, train_mask
+
+PNG = b"\x89PNG\r\n\x1a\n"
+STEPS, EVERY = 4, 2
+
+
+def eval_records(run: Path) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if any(k.startswith("eval/") for k in r)]
+
+
+def train_steps(run: Path) -> list[int]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if "loss" in r]
+
+
+# -- fast: the pieces -----------------------------------------------------------------------------
+
+def test_train_mask_keeps_single_sample_classes_in_training():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
+    mask, how = train_mask(y, EvaluationConfig(test_fraction=0.25))
+    assert mask[-1] and (~mask).sum() == 2  # 8 splittable entities, 25% test
+    assert set(y[~mask]) <= set(y[mask])
+    assert "single-sample" in how
+
+
+def test_quick_metrics_separated_vs_random_control():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    x = np.eye(8)[y] + 0.05 * rng.normal(size=(40, 8))
+    out = quick_metrics(x, {"fine": y, "coarse": y // 2}, EvaluationConfig())
+    assert out["eval/fine/ncc_test"] == 1.0 and out["eval/coarse/ncc_test"] == 1.0
+    assert out["eval/fine/cdnv"] < 0.05 < out["eval/random/cdnv"]
+    assert out["eval/random/ncc_test"] < 0.8
+    single = quick_metrics(x, {"fine": np.zeros(40, int)}, EvaluationConfig(random_control=False))
+    assert single == {"eval/fine/skipped": "train_labels has 1 distinct class(es); at least 2 "
+                                           "are needed"}
+
+
+def test_few_shot_curve_skips_k_larger_than_the_classes():
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(6), 8)
+    x = np.eye(6)[y] + 0.1 * rng.normal(size=(48, 6))
+    curve = few_shot_curve(x, y, EvaluationConfig(few_shot_episodes=50))
+    assert curve["ways"] == 5
+    assert curve["by_k"]["1"]["mean"] > 0.9 and curve["by_k"]["5"]["queries"] == 3
+    assert "K=10" in curve["by_k"]["10"]["skipped"] and "skipped" in curve["by_k"]["20"]
+
+
+def test_config_eval_section_names_the_key():
+    from raysys.config import ConfigError
+
+    assert load_config(None, ["eval.every=5"]).eval.every == 5
+    with pytest.raises(ConfigError, match=r"eval\.every"):
+        load_config(None, ["eval.every=-1"])
+    with pytest.raises(ConfigError, match=r"eval\.label_sets"):
+        load_config(None, ["eval.label_sets.fine=genre"])
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    from raysys.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope"), "--archive", "x"]) == 2
+    assert f"--checkpoint {tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+    with pytest.raises(EvaluateError, match=r"no model\.json in it or in its model/ folder"):
+        evaluate_checkpoint(tmp_path, "x")
+
+
+# -- slow: one real run ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> str:
+    from raysys.data.demo import make_demo_archive
+
+    root = tmp_path_factory.mktemp("evaluate") / "archive"
+    make_demo_archive(str(root), entities=40, seed=1, missing_fraction=0.1)
+    return str(root)
+
+
+def run_config(archive: str, out: Path, steps: int):
+    return load_config("configs/tiny.yaml", [
+        f"archive={archive}", f"out={out}", f"train.steps={steps}", "train.log_every=1",
+        "train.checkpoint_every=2", "train.run_name=ev", "train.tensorboard=true",
+        f"eval.every={EVERY}", "data.eval_fraction=0.5"])
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, archive, tmp_path_factory) -> Path:
+    from raysys.train.driver import pretrain
+
+    out = tmp_path_factory.mktemp("ev_run")
+    assert pretrain(run_config(archive, out, STEPS))["steps"] == STEPS
+    return out
+
+
+@pytest.mark.slow
+def test_in_training_eval_records_at_the_right_steps(run):
+    records = eval_records(run)
+    assert [r["step"] for r in records] == [0, 2, 4]  # the random-init point, then every 2
+    assert train_steps(run) == [1, 2, 3, 4]  # training records untouched
+    for r in records:
+        assert "eval/error" not in r, r
+        assert r["eval/entities"] >= 10 and r["eval/seconds"] > 0
+        for name in ("fine", "coarse", "random"):
+            assert 0.0 <= r[f"eval/{name}/ncc_train"] <= 1.0
+            assert r[f"eval/{name}/cdnv"] > 0
+    assert records[0] != records[-1]  # the weights changed between the snapshots
+    assert any((run / "tensorboard").iterdir())
+
+
+@pytest.mark.slow
+def test_evaluate_writes_eval_json_report_and_every_plot(run, archive, capsys):
+    from raysys.cli import main
+
+    assert main(["evaluate", "--checkpoint", str(run), "--archive", archive]) == 0
+    printed = capsys.readouterr().out
+    out = run / "eval"  # the default
+    assert f"report: {out / 'report.md'}" in printed and "[evaluate] decoded" in printed
+    report = json.loads((out / "eval.json").read_text())
+    meta = json.loads((run / "model" / "model.json").read_text())
+    assert report["model_id"] == meta["model_id"] and report["step"] == STEPS
+    assert report["config"]["eval"]["every"] == EVERY
+    for side in ("trained", "random_init"):  # the baseline on the same entities
+        block = report[side]
+        assert block["entities"] == report["entities"]
+        assert {"coarse", "coarse/random"} <= set(block["labels"])
+        assert set(block["few_shot"]["fine"]["by_k"]) == {"1", "5", "10", "20"}
+        assert "audio->image" in block["retrieval"]["cross_modal"]
+        assert "relevance" in block["retrieval"]
+        assert "subspace_probes" in block
+    assert report["trained"]["retrieval"] != report["random_init"]["retrieval"]
+    text = (out / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert set(linked) == set(report["plots"])
+    assert {"loss_terms.png", "clustering_over_steps.png", "few_shot_fine.png",
+            "projection.png"} <= set(linked)
+    for name in linked:
+        data = (out / name).read_bytes()
+        assert len(data) > 1000 and data.startswith(PNG), name
+    for heading in ("## Retrieval", "## Subspace probes", "## Few-shot", "random init"):
+        assert heading in text
+
+
+@pytest.mark.slow
+def test_evaluate_a_bare_export_says_there_are_no_curves(run, archive, tmp_path):
+    export = tmp_path / "export"
+    shutil.copytree(run / "model", export)
+    result = evaluate_checkpoint(export, archive, tmp_path / "out")
+    text = (result.out / "report.md").read_text()
+    assert "not inside a run folder" in text
+    assert "loss_terms.png" not in result.report["plots"]
+    assert result.report["run"] is None
+    for name in result.report["plots"]:
+        assert (result.out / name).read_bytes().startswith(PNG)
+
+
+@pytest.mark.slow
+def test_archive_without_a_trained_view_is_a_clear_error(run, archive, tmp_path):
+    no_logs = tmp_path / "archive"
+    shutil.copytree(archive, no_logs)
+    (no_logs / "logs.parquet").unlink()
+    with pytest.raises(EvaluateError, match=r"trained on \['audio', 'image', 'tabular'\].*"
+                                            r"no \['tabular'\] records"):
+        evaluate_checkpoint(run, str(no_logs), tmp_path / "out")
+
+
+@pytest.mark.slow
+def test_missing_label_column_names_the_key(run, archive, tmp_path):
+    with pytest.raises(ValueError, match=r"eval\.label_sets\.coarse: column 'label_genre'"):
+        evaluate_checkpoint(run, archive, tmp_path / "out",
+                            overrides=["eval.label_sets.coarse=label_genre"])
+
+
+@pytest.mark.slow
+def test_resume_does_not_duplicate_eval_records(run, archive):
+    """Runs last (it extends the module's run): resuming at step 4 (already evaluated) to 6."""
+    from raysys.train.driver import pretrain
+
+    assert pretrain(run_config(archive, run, STEPS + 2))["steps"] == STEPS + 2
+    assert [r["step"] for r in eval_records(run)] == [0, 2, 4, 6]
+    assert train_steps(run) == [1, 2, 3, 4, 5, 6]
