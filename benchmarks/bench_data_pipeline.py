@@ -89,7 +89,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--rows-per-task", type=int, default=8)
+    p.add_argument("--rows-per-task", type=int, default=None,
+                   help="entities per decode task (default: data.rows_per_task)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--out", default="benchmarks/results/data_pipeline.json")
     args = p.parse_args()

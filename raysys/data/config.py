@@ -152,6 +152,11 @@ class DataConfig(Section):
     batch_size: int = Field(32, ge=1)
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="entities held out by key hash")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="abort above this bad share")
+    rows_per_task: int = Field(
+        64, ge=1, description="entities per decode task (Ray block). Ray Data leaves a decode "
+        "slot idle for a scheduling round trip after every task, so small tasks waste CPU: "
+        "8 rows ran at 0.5x a DataLoader on 2 cores, 64 at 0.95x (docs/benchmarks.md)"
+    )
     decode_concurrency: int | None = Field(None, ge=1, description="map tasks; None = Ray's")
     decode_cpus: float = Field(
         1.0, gt=0, description="logical CPUs per decode task (fractions let decoding share "

@@ -91,7 +91,7 @@ class Pipeline:
         stop: int | None = None,
         augment: bool = True,
         shuffle: bool = True,
-        rows_per_task: int = 8,
+        rows_per_task: int | None = None,
         diagnostics: bool = True,
         shard: tuple[int, int, int] | None = None,
     ):
@@ -110,6 +110,7 @@ class Pipeline:
             rank, world, micro = shard
             plan = plan[(plan["position"].to_numpy() // micro) % world == rank]
             plan = plan.reset_index(drop=True)
+        rows_per_task = rows_per_task or self.cfg.rows_per_task
         chunks = [plan.iloc[i : i + rows_per_task] for i in range(0, len(plan), rows_per_task)]
         ds = ray.data.from_pandas(chunks or [plan])
         ds.context.execution_options.preserve_order = True
