@@ -1,12 +1,18 @@
-"""A node leaving mid-run, on a real 2-node Ray cluster (`ray.cluster_utils.Cluster`).
+"""A node leaving mid-run, on a real multi-node Ray cluster (`ray.cluster_utils.Cluster`).
 
     python tests/train_cluster_script.py ARCHIVE OUT [override ...]
 
-Runs in its own process (its own Ray cluster, separate from the test session's): head with 2
-CPUs + a second node with 1 CPU, workers placed SPREAD so one lands on the second node. Once
-metrics.jsonl shows step 3 (past the checkpoint of step 2) the second node is removed; Ray Train
-restarts the worker group on the head and the run resumes from its latest checkpoint. Prints
-one JSON line: {"steps": ..., "removed_node_had_worker": ..., "removed_at_step": ...}.
+Runs in its own process (its own Ray cluster, separate from the test session's). The head has
+no CPUs, so nothing that needs one runs there; two worker nodes have NODE_CPUS each and the run
+uses `train.placement_strategy=STRICT_SPREAD`, so each node holds exactly one training worker
+(rank 0 and rank 1) and the data tasks run beside them. At a failure point (a checkpoint L
+is registered and the next one is not yet logged; see fault_helpers.py) the second node is
+removed without grace, its processes die with it, and a replacement node joins (STRICT_SPREAD
+needs two nodes again). Ray Train's controller sees the lost worker, restarts the worker group
+on the remaining node and the replacement, and every worker resumes from checkpoint L.
+
+Prints one JSON line: steps, the registered checkpoint and the last logged step at the
+removal, whether the removed node held a worker, and the nodes of the restarted worker group.
 """
 
 from __future__ import annotations
@@ -18,11 +24,16 @@ import signal
 import socket
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
+from fault_helpers import FAST_POLL, logged_steps, wait_for_failure_point, wait_for_train_workers
+
 MIB = 1024**2
+# Per worker node: 0.5 for its training worker, 0.5 for a decode task, and a whole free CPU for
+# Ray Data's small 1-CPU tasks (`from_pandas` reads block metadata in default-resource tasks:
+# with only 0.5 CPU free on every node those stay pending and the first step never comes).
+NODE_CPUS = 2
 
 
 def free_port() -> int:
@@ -32,42 +43,41 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def train_workers_on(node: Any) -> list[int]:
-    """PIDs of RayTrainWorker processes under a node's raylet."""
-    import psutil
+def leave_at_failure_point(cluster: Any, leaving: Any, run: Path, experiment: Path,
+                           every: int, total: int, report: dict[str, Any]) -> None:
+    """Remove `leaving` at a failure point, add a replacement node, and record where the
+    restarted worker group runs. Errors go to report["error"] (the test shows them)."""
+    try:
+        workers = wait_for_train_workers(2)
+        on_leaving = [w["pid"] for w in workers if w["node_id"] == leaving.node_id]
+        registered, _ = wait_for_failure_point(run / "metrics.jsonl", experiment, every, total)
+        cluster.remove_node(leaving, allow_graceful=False)
+        # A real node loss takes its processes along; on one host the removed raylet's worker
+        # processes would only notice after a while, so they go at the same moment.
+        for pid in on_leaving:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        report.update(registered=registered, logged_at_removal=max(logged_steps(
+            run / "metrics.jsonl")), removed_node_had_worker=bool(on_leaving))
+        replacement = cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=128 * MIB)
+        report["replacement_node"] = replacement.node_id
+        restarted = wait_for_train_workers(2, exclude={w["pid"] for w in workers})
+        report["restarted_on"] = sorted(w["node_id"] for w in restarted)
+    except Exception as e:  # noqa: BLE001 - reported to the test, which fails with it
+        report["error"] = repr(e)
+        print(f"[cluster script] failure injection failed: {e!r}", file=sys.stderr, flush=True)
 
-    raylet = node.all_processes["raylet"][0].process.pid
-    found = []
-    for proc in psutil.Process(raylet).children(recursive=True):
-        try:
-            if "RayTrainWorker" in " ".join(proc.cmdline()):
-                found.append(proc.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return found
 
-
-def remove_after(cluster: Any, node: Any, metrics: Path, step: int, report: dict) -> None:
-    """Wait for `step` in metrics.jsonl, then remove `node` from the cluster."""
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if metrics.exists():
-            steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines()]
-            if steps and max(steps) >= step:
-                workers = train_workers_on(node)
-                report["removed_node_had_worker"] = bool(workers)
-                report["removed_at_step"] = max(steps)
-                cluster.remove_node(node, allow_graceful=False)
-                # A real node loss takes its processes along at once; on one host the removed
-                # raylet's worker processes can outlive it for a while, so end them too.
-                for pid in workers:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                return
-        time.sleep(0.05)
+def run_pretrain(pretrain: Any, cfg: Any, outcome: dict[str, Any]) -> None:
+    """`pretrain(cfg)` with its summary or error put into `outcome`."""
+    try:
+        outcome["summary"] = pretrain(cfg)
+    except Exception as e:  # noqa: BLE001 - re-raised by main()
+        outcome["error"] = repr(e)
 
 
 def main(archive: str, out: str, overrides: list[str]) -> dict[str, Any]:
+    os.environ.update(FAST_POLL)  # registration within 0.2 s (propagated to the controller)
     from ray.cluster_utils import Cluster
 
     from raysys.config import load_config
@@ -75,27 +85,34 @@ def main(archive: str, out: str, overrides: list[str]) -> dict[str, Any]:
     from raysys.train.driver import pretrain
 
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 2, "include_dashboard": True, "dashboard_port": free_port(),
+        "num_cpus": 0, "include_dashboard": True, "dashboard_port": free_port(),
         "object_store_memory": 256 * MIB})
-    second = cluster.add_node(num_cpus=1, object_store_memory=128 * MIB)
+    staying = cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=128 * MIB)
+    leaving = cluster.add_node(num_cpus=NODE_CPUS, object_store_memory=128 * MIB)
     cluster.wait_for_nodes()
-    init_ray(cluster.address, log_to_driver=False)
+    init_ray(cluster.address, log_to_driver=bool(os.environ.get("RAYSYS_TEST_VERBOSE")))
     run = Path(out) / "run"
     cfg = load_config("configs/tiny.yaml", [
         f"archive={archive}", f"out={run}", "train.run_name=node",
-        "train.placement_strategy=SPREAD", "train.max_failures=2", *overrides])
-    report: dict[str, Any] = {"removed_node_had_worker": False, "removed_at_step": None}
-    watcher = threading.Thread(target=remove_after,
-                               args=(cluster, second, run / "metrics.jsonl", 3, report))
-    watcher.start()
+        "train.placement_strategy=STRICT_SPREAD", "train.max_failures=2", *overrides])
+    report: dict[str, Any] = {"staying_node": staying.node_id, "left_node": leaving.node_id}
+    # The run goes to a thread: Cluster.add_node installs signal handlers, which only works in
+    # the main thread, and the replacement node must join while the run is in flight.
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=run_pretrain, args=(pretrain, cfg, outcome), daemon=True)
+    runner.start()
     try:
-        summary = pretrain(cfg)
+        leave_at_failure_point(cluster, leaving, run, run / "checkpoints" / "node",
+                               cfg.train.checkpoint_every, cfg.train.steps, report)
+        runner.join()
     finally:
-        watcher.join()
         import ray
 
         ray.shutdown()
         cluster.shutdown()
+    if "error" in outcome:
+        raise RuntimeError(f"pretrain failed: {outcome['error']} (report: {report})")
+    summary = outcome["summary"]
     return {"steps": summary["steps"], **report}
 
 
