@@ -61,7 +61,8 @@ class MetricsLog:
                 if line.strip() and json.loads(line).get("step", 0) <= step]
         self.path.write_text("".join(line + "\n" for line in keep))
 
-    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+    def _write(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """Append one record to metrics.jsonl and TensorBoard (when this logger is enabled)."""
         record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
         if not self.enabled:
             return record
@@ -72,22 +73,20 @@ class MetricsLog:
                 if name != "step" and isinstance(value, int | float):
                     self.writer.add_scalar(name, value, step)
             self.writer.flush()
-        print(self.progress_line(record), flush=True)
+        return record
+
+    def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        record = self._write(step, metrics)
+        if self.enabled:
+            print(self.progress_line(record), flush=True)
         return record
 
     def log_eval(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """An in-training evaluation record (`eval/...` keys, raysys.train.intrain_eval): its
         own line, possibly after records of later steps (it is computed asynchronously)."""
-        record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        record = self._write(step, metrics)
         if not self.enabled:
             return record
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for name, value in record.items():
-                if name != "step" and isinstance(value, int | float):
-                    self.writer.add_scalar(name, value, step)
-            self.writer.flush()
         shown = " ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items()
                          if k.endswith(("/ncc_test", "/cdnv")) and isinstance(v, float))
         problem = record.get("eval/error") or ""
