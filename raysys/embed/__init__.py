@@ -5,8 +5,9 @@
     report = verify_output("s3://bucket/emb", "s3://bucket/archive")
 """
 
-from raysys.embed.config import EmbedConfig, EmbedError
-from raysys.embed.job import run_embed
-from raysys.embed.verify import verify_output
+from raysys._lazy import lazy_exports
 
-__all__ = ["EmbedConfig", "EmbedError", "run_embed", "verify_output"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "EmbedConfig": "config", "EmbedError": "config", "run_embed": "job",
+    "verify_output": "verify",
+})

@@ -7,7 +7,28 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from raysys.eval.battery import EvalConfig
+from raysys.config_base import Section
+
+
+class EvalConfig(Section):
+    """Knobs of the metric battery (`eval.*` once the root config has the section)."""
+
+    test_fraction: float = Field(0.25, gt=0, lt=1, description="held-out share of the split")
+    seed: int = Field(0, description="seed of the split, the random labels and the episodes")
+    knn_k: int = Field(20, ge=1, description="neighbours of the kNN classifier")
+    probe_C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic probe")
+    random_control: bool = Field(True, description="also report NCC/CDNV on permuted labels")
+    few_shot_ways: int = Field(5, ge=2, description="N of N-way K-shot")
+    few_shot_shots: list[int] = Field(default_factory=lambda: [1, 5], description="K values")
+    few_shot_queries: int = Field(15, ge=1, description="queries per class and episode")
+    few_shot_episodes: int = Field(600, ge=1, description="episodes per (K, head)")
+    few_shot_heads: list[Literal["prototype", "logistic"]] = Field(
+        default_factory=lambda: ["prototype"], description="few-shot classifiers to run"
+    )
+    neighbours_k: int = Field(10, ge=1, description="k of the subspace neighbour agreement")
+    retrieval_ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="R@k")
+    map_k: int = Field(10, ge=1, description="k of mAP@k and nDCG@k")
+
 
 FactorKind = Literal["categorical", "continuous", "tempo"]
 

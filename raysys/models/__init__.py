@@ -1,6 +1,8 @@
 """Per-view encoders, projection / LOEV / COLA heads and the multi-view model (no Ray here)."""
 
-from raysys.models.config import ModelConfig
-from raysys.models.multimodal import EncodedViews, ModelInputs, MultiViewModel
+from raysys._lazy import lazy_exports
 
-__all__ = ["EncodedViews", "ModelConfig", "ModelInputs", "MultiViewModel"]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "ModelConfig": "config",
+    "EncodedViews": "multimodal", "ModelInputs": "multimodal", "MultiViewModel": "multimodal",
+})

@@ -4,23 +4,12 @@ Each piece composes with the losses of `raysys.losses` and runs without a proces
 (world size 1). Config: `NegativesConfig` (`objective.negatives`).
 """
 
-from raysys.objectives.negatives.config import NegativesConfig
-from raysys.objectives.negatives.gather import (
-    all_gather_no_grad,
-    all_gather_with_grad,
-    rank,
-    world_size,
-)
-from raysys.objectives.negatives.gradcache import grad_cache_step
-from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
+from raysys._lazy import lazy_exports
 
-__all__ = [
-    "EmbeddingQueue",
-    "MomentumEncoder",
-    "NegativesConfig",
-    "all_gather_no_grad",
-    "all_gather_with_grad",
-    "grad_cache_step",
-    "rank",
-    "world_size",
-]
+__getattr__, __all__ = lazy_exports(__name__, {
+    "NegativesConfig": "config",
+    "all_gather_no_grad": "gather", "all_gather_with_grad": "gather", "rank": "gather",
+    "world_size": "gather",
+    "grad_cache_step": "gradcache",
+    "EmbeddingQueue": "queue", "MomentumEncoder": "queue",
+})
