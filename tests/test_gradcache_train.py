@@ -4,11 +4,11 @@ The reference is the plain step of the same `Trainer` on the same micro-batches:
 the optimizer receives (every rank's ZeRO partition, captured by a torch `step_pre_hook` on the
 inner AdamW) must agree within fp32 tolerance, and the weights after two steps up to a few
 sign flips of Adam's update, for ZeRO 0-3 and with `train.grad_accum=2`. The objective uses
-every pool feature and an objective parameter (the COLA matrix, whose gradient rides on the
-first sub-batch's micro-step): gather, a queue fed by a momentum encoder (non-empty from the
-second step), ListNet, a LOEV head, COLA. (A learnable temperature is left out: DeepSpeed's
-initial broadcast fails on its 0-dim parameter with 2 workers, with or without gradient
-caching.) Gradient clipping is off: clipping, like Adam's first step, would hide a wrong
+every pool feature and the objective's parameters (the COLA matrix and a learnable
+temperature, whose gradients ride on the first sub-batch's micro-step): gather, a queue fed by
+a momentum encoder (non-empty from the second step), ListNet, a LOEV head, COLA. (The learnable
+temperature also covers DeepSpeed's start-up broadcast with 2 workers, which failed while
+`log_tau` was 0-d.) Gradient clipping is off: clipping, like Adam's first step, would hide a wrong
 gradient scale.
 """
 
@@ -31,7 +31,8 @@ OBJECTIVE = [
     "objective.w_cont=0.5", "objective.cola=true",
     "objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift]",
     "objective.negatives.gather=true", "objective.negatives.queue_size=64",
-    "objective.negatives.momentum=0.9", "train.grad_clip=0", "data.max_bad_fraction=0.2",
+    "objective.negatives.momentum=0.9", "objective.learnable_temperature=true",
+    "train.grad_clip=0", "data.max_bad_fraction=0.2",
 ]
 # (zero_stage, grad_accum)
 CASES = [(3, 1), (0, 1), (1, 1), (2, 1), (2, 2)]

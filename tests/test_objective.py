@@ -428,3 +428,14 @@ def test_gathered_pool_matches_one_process_on_the_whole_batch(tmp_path) -> None:
     assert res[0]["out"]["pool/entities"].item() == 6
     (grad,) = torch.autograd.grad(full["loss"], enc.embeddings["invariant"])
     torch.testing.assert_close(torch.cat([r["grad"] for r in res]) / 2, grad)
+
+
+@pytest.mark.parametrize("learnable", [False, True])
+def test_temperature_loads_a_state_saved_with_a_0d_log_tau(learnable):
+    from raysys.objectives.temperature import Temperature
+
+    temp = Temperature(0.1, learnable=learnable)
+    assert temp.log_tau.shape == (1,) and temp().shape == ()
+    temp.load_state_dict({"log_tau": torch.tensor(math.log(0.05))})  # a pre-[1] checkpoint
+    assert temp.log_tau.shape == (1,)
+    assert temp().item() == pytest.approx(0.05)
