@@ -49,12 +49,12 @@ def run_plain(model: str, archive: str, threads: int) -> dict:
     return {"rows": rows, "seconds": round(seconds, 2), "rows_per_s": round(rows / seconds, 1)}
 
 
-def run_ray(model: str, archive: str, out: Path, actors: int) -> dict:
+def run_ray(model: str, archive: str, out: Path, actors: int, rows_per_task: int) -> dict:
     from raysys.embed import EmbedConfig, run_embed
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = EmbedConfig(actors=actors, decode_cpus=0.5, cpus_per_actor=0.5, shard_entities=32,
-                      progress_every_s=60)
+                      rows_per_task=rows_per_task, progress_every_s=60)
     s = run_embed(model, archive, str(out), cfg)
     return {"rows": s["rows_embedded"], "seconds": s["seconds"],
             "stream_seconds": s["stream_seconds"], "rows_per_s": s["rows_per_s"],
@@ -67,6 +67,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--plain-threads", type=int, default=1)
+    p.add_argument("--actors", default="1,2",
+                   help="actor counts to run, comma-separated (2 is needed for the ratios)")
+    p.add_argument("--rows-per-task", type=int, default=None,
+                   help="embed.rows_per_task (default: EmbedConfig's)")
     p.add_argument("--out", default="benchmarks/results/bench_embed.json")
     args = p.parse_args()
     import ray
@@ -80,19 +84,26 @@ def main() -> None:
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False,
                  logging_level=logging.WARNING)
         quiet_ray_data()
+        from raysys.embed import EmbedConfig
+
+        rows_per_task = args.rows_per_task or EmbedConfig().rows_per_task
         results: list[dict] = []
         for r in range(args.rounds):  # alternate sides so drift of a shared machine hits both
             one = {"round": r, "plain": run_plain(model, archive, args.plain_threads)}
-            for actors in (1, 2):
-                one[f"ray_{actors}_actors"] = run_ray(model, archive, root / f"out{actors}", actors)
+            for actors in [int(a) for a in args.actors.split(",")]:
+                one[f"ray_{actors}_actors"] = run_ray(model, archive, root / f"out{actors}",
+                                                      actors, rows_per_task)
             one["speedup_2_actors_vs_plain"] = round(
                 one["ray_2_actors"]["rows_per_s"] / one["plain"]["rows_per_s"], 2)
-            one["speedup_2_vs_1_actor"] = round(
-                one["ray_2_actors"]["rows_per_s"] / one["ray_1_actors"]["rows_per_s"], 2)
+            one["whole_run_speedup_2_actors_vs_plain"] = round(
+                one["ray_2_actors"]["whole_run_rows_per_s"] / one["plain"]["rows_per_s"], 2)
+            if "ray_1_actors" in one:
+                one["speedup_2_vs_1_actor"] = round(
+                    one["ray_2_actors"]["rows_per_s"] / one["ray_1_actors"]["rows_per_s"], 2)
             print(json.dumps(one), flush=True)
             results.append(one)
     payload = {"entities": args.entities, "cpus": args.cpus, "plain_threads": args.plain_threads,
-               "rounds": results}
+               "rows_per_task": rows_per_task, "rounds": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(payload, indent=1))
 

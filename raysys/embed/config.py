@@ -59,7 +59,8 @@ class EmbedConfig(Section):
     decode_cpus: float = Field(1.0, gt=0, description="logical CPUs per preprocessing task")
     decode_concurrency: int | None = Field(None, ge=1, description="preprocessing tasks in "
                                            "flight; None = Ray's choice")
-    rows_per_task: int = Field(8, ge=1, description="entities per preprocessing task")
+    rows_per_task: int = Field(
+        64, ge=1, description="entities per preprocessing task (fewer: more Ray Data round trips)")
     progress_every_s: float = Field(5.0, gt=0, description="seconds between progress lines")
 
     @field_validator("gpus_per_actor")
