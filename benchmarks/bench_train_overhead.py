@@ -15,7 +15,10 @@ same seed, same initial weights) on the same in-memory micro-batches, with 2 ran
   comparison measures the trainer, not the pipeline. Checkpoints are not written.
 * baseline: `torch.multiprocessing` + `DistributedDataParallel`, torch AdamW with the same
   warm-up/cosine schedule, the same gradient clipping, the same embedding queue and momentum
-  key encoder (EMA after each step, keys re-encoded for the queue as raysys does).
+  key encoder (EMA after each step, keys re-encoded for the queue as raysys does) and the
+  same running embedding centre update.
+* with `--split`, the same raysys `Trainer` without Ray (torch.multiprocessing + gloo): the
+  ratio raysys / no-Ray is Ray's share of the gap, no-Ray / DDP the Trainer's + DeepSpeed's.
 
 The micro-batches are materialised once with the raysys pipeline (each rank's exact shard) and
 saved with numpy; both sides load them into memory before timing. Each round runs both sides
@@ -76,10 +79,8 @@ def _timings(step_s: list[float], global_batch: int, ready_at: float) -> dict[st
 
 # -- raysys side: the real Trainer inside Ray Train -----------------------------------------------
 
-def ray_worker(config: dict[str, Any]) -> None:
-    """Ray Train worker: the raysys Trainer stepping through in-memory batches."""
-    import ray.train
-
+def time_trainer(config: dict[str, Any], rank: int, world: int) -> None:
+    """The raysys Trainer stepping through in-memory batches; rank 0 writes the timings."""
     from raysys.config import RaysysConfig
     from raysys.train.loop import StepStats, Trainer
 
@@ -94,8 +95,6 @@ def ray_worker(config: dict[str, Any]) -> None:
             return itertools.cycle(self._memory)
 
     torch.set_num_threads(config["threads"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     cfg = RaysysConfig.model_validate(config["cfg"])
     trainer = InMemoryTrainer(cfg, config["pipeline"], rank, world,
                               batches=load_batches(config["folder"], rank))
@@ -113,6 +112,21 @@ def ray_worker(config: dict[str, Any]) -> None:
         Path(config["result"]).write_text(json.dumps(result))
 
 
+def ray_worker(config: dict[str, Any]) -> None:
+    """Ray Train worker: `time_trainer` in the worker group's process group."""
+    import ray.train
+
+    ctx = ray.train.get_context()
+    time_trainer(config, ctx.get_world_rank(), ctx.get_world_size())
+
+
+def trainer_config(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace,
+                   result: Path) -> dict[str, Any]:
+    return {"cfg": cfg.model_dump(mode="json"), "pipeline": pipe, "folder": folder,
+            "warmup": args.warmup, "steps": args.steps, "threads": args.threads,
+            "result": str(result)}
+
+
 def run_ray(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -121,9 +135,7 @@ def run_ray(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace) -> dict[
     t = cfg.train
     trainer = TorchTrainer(
         ray_worker,
-        train_loop_config={"cfg": cfg.model_dump(mode="json"), "pipeline": pipe,
-                           "folder": folder, "warmup": args.warmup, "steps": args.steps,
-                           "threads": args.threads, "result": str(result_file)},
+        train_loop_config=trainer_config(cfg, pipe, folder, args, result_file),
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ScalingConfig(num_workers=t.num_workers,
                                      resources_per_worker={"CPU": t.cpus_per_worker}),
@@ -135,6 +147,33 @@ def run_ray(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace) -> dict[
     out = json.loads(result_file.read_text())
     out["startup_s"] = out.pop("ready_at") - started
     return out
+
+
+# -- the same Trainer without Ray: splits Ray's share of the gap from DeepSpeed's ----------------
+
+def plain_trainer_worker(rank: int, world: int, port: int, config: dict[str, Any],
+                         started: float) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    time_trainer(config, rank, world)
+    if rank == 0:
+        result = json.loads(Path(config["result"]).read_text())
+        result["startup_s"] = result.pop("ready_at") - started
+        Path(config["result"]).write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def run_plain_trainer(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace) -> dict:
+    result_file = Path(folder) / "plain_trainer_result.json"
+    torch.multiprocessing.spawn(
+        plain_trainer_worker, nprocs=cfg.train.num_workers, join=True,
+        args=(cfg.train.num_workers, _free_port(),
+              trainer_config(cfg, pipe, folder, args, result_file), time.time()),
+    )
+    return json.loads(result_file.read_text())
 
 
 # -- baseline: bare DDP ---------------------------------------------------------------------------
@@ -177,6 +216,7 @@ def ddp_worker(rank: int, world: int, port: int, cfg_json: dict, inputs: Any, fo
                      if queue is not None and len(queue) else None)
         out, encoded = ddp(batch, negatives)
         out["loss"].backward()
+        model.update_centre(encoded)  # running embedding means, all-reduced (as raysys)
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
@@ -243,6 +283,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, default=1, help="torch threads per rank, both sides")
+    p.add_argument("--split", action="store_true",
+                   help="also run the raysys Trainer without Ray (torch.multiprocessing + gloo) "
+                        "to split the gap into Ray's share and the Trainer/DeepSpeed share")
     p.add_argument("--find-unused", action="store_true", help="DDP find_unused_parameters")
     p.add_argument("--out", default="benchmarks/results/train_overhead.json")
     args = p.parse_args()
@@ -271,14 +314,21 @@ def main() -> None:
     for r in range(args.rounds):
         sides = [("ray", lambda: run_ray(cfg, pipe, str(folder), args)),
                  ("ddp", lambda: run_ddp(cfg, inputs, str(folder), args))]
+        if args.split:
+            sides.insert(1, ("trainer_no_ray",
+                             lambda: run_plain_trainer(cfg, pipe, str(folder), args)))
         res = dict((name, fn()) for name, fn in (sides if r % 2 == 0 else sides[::-1]))
-        res["ratio"] = res["ray"]["samples_per_s"] / res["ddp"]["samples_per_s"]
+        rate = {name: res[name]["samples_per_s"] for name, _ in sides}
+        res["ratio"] = rate["ray"] / rate["ddp"]
+        if args.split:
+            res["ratio_ray_vs_no_ray"] = rate["ray"] / rate["trainer_no_ray"]
+            res["ratio_no_ray_vs_ddp"] = rate["trainer_no_ray"] / rate["ddp"]
         res["load_avg_1m"] = os.getloadavg()[0]
         rounds.append(res)
-        print(f"round {r}: raysys {res['ray']['samples_per_s']:.1f}/s (start-up "
-              f"{res['ray']['startup_s']:.1f}s)  ddp {res['ddp']['samples_per_s']:.1f}/s "
-              f"(start-up {res['ddp']['startup_s']:.1f}s)  ratio {res['ratio']:.2f}  "
-              f"load {res['load_avg_1m']:.1f}", flush=True)
+        line = "  ".join(f"{name} {rate[name]:.1f}/s (start-up {res[name]['startup_s']:.1f}s)"
+                         for name, _ in sides)
+        print(f"round {r}: {line}  ratio {res['ratio']:.2f}  load {res['load_avg_1m']:.1f}",
+              flush=True)
     result = {"config": args.config, "overrides": args.set, "args": vars(args),
               "global_batch": cfg.data.batch_size * cfg.train.num_workers,
               "zero_stage": cfg.train.zero_stage, "rounds": rounds, "cpus": os.cpu_count(),
