@@ -8,6 +8,7 @@
 from raysys._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "EmbedConfig": "config", "EmbedError": "config", "run_embed": "job",
+    "EmbedConfig": "config", "EmbedError": "config", "EmbedIncomplete": "config",
+    "run_embed": "job",
     "verify_output": "verify",
 })

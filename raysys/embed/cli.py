@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from raysys.config import ConfigError
-from raysys.embed.config import EmbedError, load_embed_config
+from raysys.embed.config import EmbedError, EmbedIncomplete, load_embed_config
 
 
 def add_embed_args(p: argparse.ArgumentParser) -> None:
@@ -31,7 +31,10 @@ def add_embed_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    """Run `raysys embed` (or `--verify`); exit 0 ok, 1 verify failed, 2 bad arguments."""
+    """Run `raysys embed` (or `--verify`).
+
+    Exit 0 ok, 1 verify failed, 2 bad arguments or a checkpoint/archive/output that can't be
+    used (nothing was embedded), 3 the run ended incomplete (rerun to finish)."""
     from raysys.embed.job import run_embed
     from raysys.embed.verify import verify_output
 
@@ -48,6 +51,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         cfg = load_embed_config(overrides)
         _print(run_embed(args.checkpoint, args.archive, args.output, cfg, address=args.address))
         return 0
+    except EmbedIncomplete as e:
+        print(f"raysys embed: {e}", file=sys.stderr)
+        return 3
     except (ConfigError, EmbedError) as e:
         print(f"raysys embed: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,10 @@ class EmbedError(RuntimeError):
     """The embedding job cannot run (mismatched checkpoint/archive, foreign output folder...)."""
 
 
+class EmbedIncomplete(EmbedError):
+    """The stream ended before every shard was written; a rerun finishes the missing ones."""
+
+
 class AudioWindows(Section):
     """Long audio: windows of the model's `data.clip_seconds`, pooled into one vector."""
 

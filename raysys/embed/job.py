@@ -20,7 +20,7 @@ import pyarrow as pa
 from raysys.data.archive import bad_records_table
 from raysys.data.fs import read_parquet
 from raysys.embed import store
-from raysys.embed.config import EmbedConfig, EmbedError
+from raysys.embed.config import EmbedConfig, EmbedError, EmbedIncomplete
 from raysys.embed.embedder import EMBEDDED, Embedder
 from raysys.embed.plan import JobPlan, plan_job
 from raysys.embed.preprocess import Preprocessor
@@ -151,7 +151,8 @@ def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
     collector.stream_seconds = time.perf_counter() - progress.start if progress.start else 0.0
     missing = sorted(set(pending) - set(collector.written))
     if missing:
-        raise EmbedError(f"stream ended with shards {missing[:10]} incomplete; rerun to finish")
+        raise EmbedIncomplete(f"stream ended with shards {missing[:10]} incomplete; rerun to "
+                              "finish")
     return collector
 
 
