@@ -157,6 +157,10 @@ class DataConfig(Section):
         "slot idle for a scheduling round trip after every task, so small tasks waste CPU: "
         "8 rows ran at 0.5x a DataLoader on 2 cores, 64 at 0.95x (docs/benchmarks.md)"
     )
+    prefetch_batches: int = Field(
+        2, ge=0, description="micro-batches each training worker keeps fetched ahead of the step "
+        "(Ray Data iter_batches); more absorbs short decode stalls at the cost of memory"
+    )
     decode_concurrency: int | None = Field(None, ge=1, description="map tasks; None = Ray's")
     decode_cpus: float = Field(
         1.0, gt=0, description="logical CPUs per decode task (fractions let decoding share "

@@ -206,7 +206,8 @@ class Trainer:
                                shard=(self.rank, self.world, self.micro))
         return iter(iter_hetero_batches(ds, self.micro, quarantine=self.quarantine,
                                         max_bad_fraction=self.cfg.data.max_bad_fraction,
-                                        drop_last=True))
+                                        drop_last=True,
+                                        prefetch_batches=self.cfg.data.prefetch_batches))
 
     # -- one step ------------------------------------------------------------------------------
 
