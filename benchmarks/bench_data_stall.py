@@ -65,10 +65,10 @@ def main() -> None:
     summary = pretrain(cfg)
     wall = time.perf_counter() - started
     lines = Path(summary["metrics"]).read_text().splitlines()
+    logged = [json.loads(line) for line in lines if line.strip()]
     # metrics.jsonl also holds the in-training eval records (`eval/...`, no step timings)
-    records = [r for r in map(json.loads, filter(str.strip, lines)) if "data_wait_fraction" in r]
-    eval_steps = sorted({r["step"] for r in map(json.loads, filter(str.strip, lines))
-                         if any(k.startswith("eval/") for k in r)})
+    records = [r for r in logged if "data_wait_fraction" in r]
+    eval_steps = sorted({r["step"] for r in logged if any(k.startswith("eval/") for k in r)})
     result = {
         "config": args.config, "overrides": overrides, "wall_s": wall, "cpus": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],

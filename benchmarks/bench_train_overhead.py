@@ -151,29 +151,27 @@ def run_ray(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace) -> dict[
 
 # -- the same Trainer without Ray: splits Ray's share of the gap from DeepSpeed's ----------------
 
-def plain_trainer_worker(rank: int, world: int, port: int, config: dict[str, Any],
-                         started: float) -> None:
+def plain_trainer_worker(rank: int, world: int, port: int, config: dict[str, Any]) -> None:
     import torch.distributed as dist
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     time_trainer(config, rank, world)
-    if rank == 0:
-        result = json.loads(Path(config["result"]).read_text())
-        result["startup_s"] = result.pop("ready_at") - started
-        Path(config["result"]).write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
 def run_plain_trainer(cfg: Any, pipe: Any, folder: str, args: argparse.Namespace) -> dict:
     result_file = Path(folder) / "plain_trainer_result.json"
+    started = time.time()
     torch.multiprocessing.spawn(
         plain_trainer_worker, nprocs=cfg.train.num_workers, join=True,
         args=(cfg.train.num_workers, _free_port(),
-              trainer_config(cfg, pipe, folder, args, result_file), time.time()),
+              trainer_config(cfg, pipe, folder, args, result_file)),
     )
-    return json.loads(result_file.read_text())
+    out = json.loads(result_file.read_text())
+    out["startup_s"] = out.pop("ready_at") - started
+    return out
 
 
 # -- baseline: bare DDP ---------------------------------------------------------------------------

@@ -51,12 +51,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
         cfg = load_embed_config(overrides)
         _print(run_embed(args.checkpoint, args.archive, args.output, cfg, address=args.address))
         return 0
-    except EmbedIncomplete as e:
-        print(f"raysys embed: {e}", file=sys.stderr)
-        return 3
     except (ConfigError, EmbedError) as e:
         print(f"raysys embed: {e}", file=sys.stderr)
-        return 2
+        return 3 if isinstance(e, EmbedIncomplete) else 2
 
 
 def _print(payload: dict[str, Any]) -> None:
