@@ -1,4 +1,4 @@
-"""The `raysys` command line: make-demo-data, data inspect, config show, pretrain, demo, embed,
+"""The `raysys` command line: make-demo-data, make-corpus, data inspect, config show, pretrain, demo, embed,
 evaluate.
 
 Every subcommand that takes a config accepts `--config FILE` and trailing `key.path=value`
@@ -32,6 +32,21 @@ def cmd_make_demo_data(args: argparse.Namespace) -> int:
         args.out, entities=args.entities, seed=args.seed, missing_fraction=args.missing_fraction
     )
     print(f"demo archive written to {args.out}: {info}")
+    return 0
+
+
+def cmd_make_corpus(args: argparse.Namespace) -> int:
+    from raysys.corpora import CorpusUnavailable, make_corpus
+
+    try:
+        info = make_corpus(args.name, args.out, entities=args.entities, seed=args.seed,
+                           missing_fraction=args.missing_fraction)
+    except CorpusUnavailable as e:
+        print(f"raysys make-corpus: {e}", file=sys.stderr)
+        return 2
+    print(f"corpus {args.name!r} written to {info.root} in {info.seconds:.0f} s: "
+          f"{info.entities} entities, views {info.views}, labels {info.labels}, "
+          f"{info.log_rows} log rows, {info.relevance_rows} ratings")
     return 0
 
 
@@ -118,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--missing-fraction", type=float, default=0.1)
     p.set_defaults(func=cmd_make_demo_data)
+
+    from raysys.corpora import BUILDERS
+
+    p = sub.add_parser("make-corpus", help="build a realistic benchmark corpus from recorded "
+                                           "material (installs its Debian packages if missing)")
+    p.add_argument("name", choices=sorted(BUILDERS), help="which corpus")
+    p.add_argument("out", help="archive folder to write")
+    p.add_argument("--entities", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--missing-fraction", type=float, default=0.1,
+                   help="share of entities missing each view (never all views)")
+    p.set_defaults(func=cmd_make_corpus)
 
     data = sub.add_parser("data", help="archive tools")
     data = data.add_subparsers(dest="data_cmd", required=True)
