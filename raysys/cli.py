@@ -1,5 +1,5 @@
-"""The `raysys` command line: make-demo-data, make-corpus, data inspect, config show, pretrain, demo, embed,
-evaluate.
+"""The `raysys` command line: make-demo-data, make-corpus, data inspect, config show, pretrain,
+demo, embed, evaluate.
 
 Every subcommand that takes a config accepts `--config FILE` and trailing `key.path=value`
 overrides; a wrong key or value fails before any work starts, naming the key.

@@ -77,7 +77,8 @@ def encode_audio(wave: np.ndarray, sample_rate: int, fmt: str = "wav") -> bytes:
 
 # -- views and relevance --------------------------------------------------------------------
 
-def missing_masks(n: int, fraction: float, seed: int, views: Sequence[str]) -> dict[str, np.ndarray]:
+def missing_masks(n: int, fraction: float, seed: int,
+                  views: Sequence[str]) -> dict[str, np.ndarray]:
     """round(fraction * n) entities miss each of `views`; no entity misses all of them."""
     if not 0 <= fraction <= 0.5:
         raise ValueError(f"missing_fraction must be within [0, 0.5] (got {fraction})")
