@@ -3,7 +3,7 @@
     OUT/archive/           the demo archive (built when absent; `raysys make-demo-data`)
     OUT/inspect/           summary.json + quarantine.parquet of `raysys data inspect`
     OUT/run/               the pretraining run: config.yaml, metrics.jsonl, tensorboard/,
-                           checkpoints/, model/ (fp32 export), summary.json, eval_demo.json,
+                           checkpoints/, model/ (fp32 export), summary.json,
                            eval/ (`raysys evaluate`: eval.json, report.md, plots)
 
 Steps: build the archive, inspect it, pretrain with configs/demo.yaml (2 workers, DeepSpeed
@@ -57,21 +57,12 @@ def inspect(cfg: RaysysConfig, out_dir: Path) -> dict[str, Any]:
 
 
 def evaluate_run(cfg: RaysysConfig, batch_size: int = 64) -> dict[str, Any]:
-    """`raysys evaluate` on RUN (RUN/eval/: eval.json, report.md, plots), plus the demo's
-    headline diagnostics of the same embeddings in RUN/eval_demo.json."""
-    from raysys.data.pipeline import open_archive
+    """`raysys evaluate` on RUN (RUN/eval/: eval.json, report.md, plots): k-fold over every
+    entity, trained vs random init vs classic features."""
     from raysys.evaluate import evaluate_checkpoint
-    from raysys.train.diagnostics import compare_to_baseline
 
     result = evaluate_checkpoint(cfg.out, cfg.archive, overrides=[f"eval.batch_size={batch_size}"])
-    pipe = open_archive(cfg.archive, cfg.data)
-    ratings = pipe.info.relevance.frame if pipe.info.relevance is not None else None
-    report = compare_to_baseline(result.trained, result.baseline, ratings=ratings, seed=cfg.seed)
-    report.update(model=result.report["model"], model_id=result.report["model_id"],
-                  step=result.report["step"], report=str((result.out / "report.md").resolve()))
-    path = Path(cfg.out) / "eval_demo.json"
-    path.write_text(json.dumps(report, indent=1))
-    return report
+    return {**result.report, "report": str((result.out / "report.md").resolve())}
 
 
 def read_metrics(run: Path) -> list[dict[str, Any]]:
@@ -101,31 +92,55 @@ def training_rows(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return rows
 
 
-def _num(v: Any) -> str:
-    return "skipped" if v is None else f"{v:.3f}"
+def _cell(d: Any) -> str:
+    return f"{d['mean']:.3f}±{d['ci95']:.3f}" if isinstance(d, dict) and "mean" in d else "skipped"
+
+
+def headline_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(what, trained, random init, classic): logistic probe per label set and space, few-shot
+    of the main label set (fused) at K = 1 and 5, cross-modal R@1 and graded nDCG@10."""
+    models = report["models"]
+    rows = []
+    for row in report["verdict"]:
+        cells = [_cell(row["cells"].get(n, {}).get("logistic"))
+                 for n in ("trained", "random_init", "classic")]
+        rows.append((f"{row['label']} logistic ({row['space']})", *cells))
+    main = next(iter(report["label_sets"]))
+    for k in ("1", "5"):
+        cells = [_cell(models.get(n, {}).get("spaces", {}).get("fused", {}).get("few_shot", {})
+                       .get(main, {}).get("by_k", {}).get(k))
+                 for n in ("trained", "random_init", "classic")]
+        rows.append((f"{main} few-shot K={k} (fused)", *cells))
+    for pair, r in models["trained"]["retrieval"]["cross_modal"].items():
+        base = models["random_init"]["retrieval"]["cross_modal"].get(pair, {})
+        if isinstance(r, dict) and "R@1" in r:
+            rows.append((f"R@1 {pair} (chance {1 / r['n']:.3f})", f"{r['R@1']:.3f}",
+                         f"{base.get('R@1', float('nan')):.3f}", "n/a"))
+    rel = {n: models[n]["retrieval"].get("relevance", {}) for n in models}
+    if "nDCG@10" in rel.get("trained", {}):
+        rows.append(("nDCG@10 graded relevance", *[
+            f"{rel[n]['nDCG@10']:.3f}" if "nDCG@10" in rel.get(n, {}) else "n/a"
+            for n in ("trained", "random_init", "classic")]))
+    return rows
 
 
 def print_summary(cfg: RaysysConfig, run_summary: dict[str, Any], report: dict[str, Any],
                   inspect_dir: Path, seconds: float) -> None:
-    from raysys.train.diagnostics import headline
-
     run = Path(cfg.out).resolve()
     width = 44
-    print("\n" + "=" * 78 + "\nraysys demo: summary\n" + "=" * 78)
+    print("\n" + "=" * 90 + "\nraysys demo: summary\n" + "=" * 90)
     for name, value in training_rows(read_metrics(run)):
         print(f"{name:<{width}}{value}")
-    print(f"\nheld-out diagnostics ({report['entities']} eval entities, label "
-          f"'{report['label']}')")
-    print(f"{'':<{width}}{'trained':>12}{'random-init':>14}{'chance':>10}")
-    for name, trained, baseline, chance in headline(report):
-        chance_text = "" if chance is None else f"{chance:.3f}"
-        print(f"{name:<{width}}{_num(trained):>12}{_num(baseline):>14}{chance_text:>10}")
+    folds = report["protocol"]["folds"]
+    print(f"\nevaluation: {folds}-fold over all {report['entities']} entities (mean±95% CI)")
+    print(f"{'':<{width}}{'trained':>15}{'random-init':>15}{'classic':>15}")
+    for name, *cells in headline_rows(report):
+        print(f"{name:<{width}}" + "".join(f"{c:>15}" for c in cells))
     print("\noutputs")
     outputs = [
         ("run dir", run), ("metrics", run / "metrics.jsonl"),
         ("tensorboard", run / "tensorboard" if cfg.train.tensorboard else "off"),
         ("checkpoints", run_summary["checkpoint"]), ("model export", run_summary["model"]),
-        ("held-out diagnostics", run / "eval_demo.json"),
         ("evaluation report", report["report"]),
         ("inspect summary", inspect_dir.resolve() / "summary.json"),
         ("quarantine", inspect_dir.resolve() / "quarantine.parquet"),

@@ -1,14 +1,19 @@
-"""`raysys evaluate`: a checkpoint's held-out diagnostics against its random init, with a report.
+"""`raysys evaluate`: a checkpoint against its random init and the classic features, k-fold.
 
-    raysys evaluate --checkpoint RUN --archive ARCHIVE [--out DIR] [key=value ...]
+    raysys evaluate --checkpoint RUN --archive ARCHIVE [--out DIR] [--split all|train|eval]
+                    [--compare RUN2]... [key=value ...]
 
 CKPT is a run folder (its `model/` export is used, and `metrics.jsonl` gives the curves over
-steps) or an export folder (`RUN/model`). The evaluation split (`data.eval_fraction` and seed of
-the export's data config, so the run's own held-out entities) is decoded once and embedded by the
-trained model and by the random-init model (`torch.manual_seed(seed)`, the run's `seed` from
-RUN/config.yaml when present). Output: DIR/eval.json (every metric of both models, config, model
-id) and DIR/report.md with PNG plots; DIR defaults to RUN/eval (or CKPT/eval for a bare export).
-Decoding and embedding run in this process (the split is small): no Ray instance is needed.
+steps) or an export folder (`RUN/model`). Every entity of `--split` (default: the whole
+archive) is decoded once, as `raysys embed` does (augmentation off, audio cut into windows
+covering the whole file, pooled), and embedded by the trained model, by the same architecture
+at its random initialisation (`torch.manual_seed(seed)`, the run's `seed`), by any `--compare`
+export; the classic hand-crafted features (raysys.eval.classic) are the no-learning baseline.
+Each is measured on the same seeded stratified k-fold split (`eval.folds`, 5) over every
+labelled entity (raysys.eval.protocol), few-shot episodes drawn from every labelled entity.
+Label sets and factors are discovered from the manifest unless `eval.label_sets` /
+`eval.factors` name them. Output: DIR/eval.json and DIR/report.md (a verdict table first)
+with PNG plots; DIR defaults to RUN/eval (or CKPT/eval for a bare export). No Ray instance.
 """
 
 from __future__ import annotations
@@ -22,18 +27,13 @@ from typing import Any
 import numpy as np
 
 from raysys.config import RaysysConfig, load_config
-from raysys.eval import evaluate_embeddings, few_shot, subspace_probes
-from raysys.eval.config import EvaluationConfig
-from raysys.train.diagnostics import (
-    EmbeddedSplit,
-    cross_modal_retrieval,
-    random_init_model,
-    relevance_retrieval,
-)
+from raysys.eval.measure import FUSED, Spaces, measure
+from raysys.eval.protocol import compare, resolve_labels
+from raysys.train.diagnostics import random_init_model
 from raysys.train.export import META_FILE, load_model
-from raysys.train.intrain_eval import check_label_columns, decode_split, embed_heads, train_mask
 
 EVAL_FILE, REPORT_FILE = "eval.json", "report.md"
+SPLITS = ("all", "train", "eval")
 
 
 class EvaluateError(ValueError):
@@ -49,8 +49,7 @@ class Checkpoint:
 @dataclass
 class Evaluation:
     report: dict[str, Any]
-    trained: EmbeddedSplit
-    baseline: EmbeddedSplit
+    spaces: dict[str, Spaces]  # model or baseline name -> its embeddings of the entities
     out: Path
 
 
@@ -106,79 +105,6 @@ def open_eval_archive(archive: str, meta: dict[str, Any]):
     return pipe
 
 
-# -- metrics of one model -----------------------------------------------------------------------
-
-def few_shot_curve(x: np.ndarray, y: np.ndarray, cfg: EvaluationConfig) -> dict[str, Any]:
-    """Accuracy against K (`eval.few_shot_shots`): W = min(few_shot_ways, classes) ways;
-    queries = min(few_shot_queries, n_W - K) with n_W the W-th largest class size. A K that
-    leaves no query is `{"skipped": reason}`."""
-    counts = np.sort(np.unique(y, return_counts=True)[1])[::-1]
-    ways = int(min(cfg.few_shot_ways, counts.size))
-    out: dict[str, Any] = {"ways": ways, "chance": 1.0 / max(ways, 1), "by_k": {}}
-    for k in cfg.few_shot_shots:
-        queries = min(cfg.few_shot_queries, int(counts[ways - 1]) - k) if ways >= 2 else 0
-        if queries < 1:
-            out["by_k"][str(k)] = {"skipped": f"fewer than {max(ways, 2)} classes have more "
-                                              f"than K={k} samples"}
-            continue
-        res = few_shot(x, y, ways=ways, shots=k, queries=queries, episodes=cfg.few_shot_episodes,
-                       seed=cfg.seed, head=cfg.few_shot_heads[0], skip_small_classes=True)
-        out["by_k"][str(k)] = {**res, "queries": queries}
-    return out
-
-
-def _guarded(fn, *args, **kwargs) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except ValueError as e:
-        return {"skipped": str(e).splitlines()[0]}
-
-
-def probes(split: EmbeddedSplit, heads: dict[str, dict[str, np.ndarray]],
-           cfg: EvaluationConfig) -> Any:
-    """LOEV heads vs backbone of `eval.probe_modality` on each `eval.factors` column."""
-    m = cfg.probe_modality
-    if not cfg.factors:
-        return {"skipped": "eval.factors is empty"}
-    if m not in split.present:
-        return {"skipped": f"the model has no {m} encoder (eval.probe_modality)"}
-    keep = split.present[m]
-    spaces = {"backbone": split.backbone[m][keep],
-              **{h: per_mod[m][keep] for h, per_mod in heads.items()}}
-    factors = {name: split.labels[col].to_numpy()[keep] for name, col in cfg.factors.items()}
-    kinds = {k: v for k, v in cfg.factor_kinds.items() if k in factors}
-    return _guarded(subspace_probes, spaces, factors, factor_kinds=kinds,
-                    test_fraction=cfg.test_fraction, seed=cfg.seed, k=cfg.neighbours_k,
-                    C=cfg.probe_C)
-
-
-def evaluate_model(split: EmbeddedSplit, heads: dict[str, dict[str, np.ndarray]],
-                   cfg: EvaluationConfig, ratings: Any) -> dict[str, Any]:
-    """Every metric of one model's embeddings (fused invariant space unless said otherwise)."""
-    fused, keep = split.fused()
-    x = fused[keep]
-    ys = {name: split.labels[col].to_numpy()[keep] for name, col in cfg.label_sets.items()}
-    mask, how = train_mask(next(iter(ys.values())), cfg)
-    battery = cfg.model_copy(update={"few_shot_shots": []})  # the curve below replaces it
-    labels: dict[str, Any] = {}
-    for name, y in ys.items():
-        got = _guarded(evaluate_embeddings, x, {name: y}, config=battery, train_mask=mask)
-        labels.update(got.get("labels", {name: got}))
-    for block in labels.values():
-        block.pop("few_shot", None)
-    return {
-        "space": "fused", "entities": int(keep.sum()),
-        "split": {"train": int(mask.sum()), "test": int((~mask).sum()), "how": how},
-        "labels": labels,
-        "few_shot": {name: few_shot_curve(x, y, cfg) for name, y in ys.items()},
-        "retrieval": {"cross_modal": cross_modal_retrieval(split, ks=tuple(cfg.retrieval_ks)),
-                      **({"relevance": relevance_retrieval(fused, keep, split.keys, ratings,
-                                                           k=cfg.map_k)}
-                         if ratings is not None else {})},
-        "subspace_probes": probes(split, heads, cfg),
-    }
-
-
 # -- the command --------------------------------------------------------------------------------
 
 def read_history(run_dir: Path | None) -> list[dict[str, Any]]:
@@ -188,60 +114,148 @@ def read_history(run_dir: Path | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _data_config(meta: dict[str, Any], modalities: list[str]):
+    from raysys.data.config import DataConfig
+
+    cfg = DataConfig.model_validate(meta["data"])
+    cfg.augment.enabled = False
+    cfg.views_per_modality = 1
+    cfg.modalities = list(modalities)
+    return cfg
+
+
+def _layout(meta: dict[str, Any]) -> tuple[int, int]:
+    audio = meta["data"]["audio"]
+    return len(audio["channels"]), int(audio["n_bins"])
+
+
+def embed_models(pipe, frame, models: dict[str, tuple[Any, dict[str, Any]]], batch_size: int
+                 ) -> dict[str, Spaces]:
+    """Spaces of every model; entities are preprocessed once per distinct data config."""
+    from raysys.embed.config import AudioWindows
+    from raysys.embed.spaces import embed_model, preprocess
+
+    cache: dict[str, list[dict[str, np.ndarray]]] = {}
+    out = {}
+    for name, (net, meta) in models.items():
+        data = _data_config(meta, list(net.modalities))
+        key = data.model_dump_json() + json.dumps(meta.get("tabular_stats"), sort_keys=True)
+        if key not in cache:
+            cache[key] = preprocess(pipe, data, meta.get("tabular_stats"), frame, batch_size,
+                                    AudioWindows())
+        out[name] = embed_model(name, net, cache[key], _layout(meta))
+        say(f"embedded with {name}")
+    return out
+
+
+def load_compare(paths: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Other runs' exports for the same table (`--compare RUN ...`), named by their folder."""
+    out = {}
+    for path in paths:
+        ckpt = resolve_checkpoint(path)
+        net, meta = load_model(ckpt.model_dir)
+        name = (ckpt.run_dir or ckpt.model_dir).name
+        while name in out or name in ("trained", "random_init", "classic"):
+            name += "'"
+        out[name] = (net, meta)
+    return out
+
+
 def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | None = None, *,
-                        config: str | None = None, overrides: list[str] | None = None
-                        ) -> Evaluation:
-    """Embed, measure (trained and random init), write eval.json + report.md + plots."""
+                        config: str | None = None, overrides: list[str] | None = None,
+                        split: str = "all", compare: list[str] | None = None) -> Evaluation:
+    """Embed every entity of `split`, measure the trained model, its random init, the classic
+    features and `compare` exports on the same folds; write eval.json + report.md + plots."""
+    from raysys.embed.spaces import classic_spaces, entity_frame
     from raysys.eval.report import write_report
 
     started = time.perf_counter()
     ckpt = resolve_checkpoint(checkpoint)
     cfg = eval_config(ckpt, archive, config, list(overrides or []))
+    if split not in SPLITS:
+        raise EvaluateError(f"--split {split}: choose one of {list(SPLITS)}")
     out_dir = Path(out) if out is not None else (ckpt.run_dir or ckpt.model_dir) / "eval"
     model, meta = load_model(ckpt.model_dir)
     say(f"model {ckpt.model_dir} (step {meta['step']}, id {meta['model_id']})")
     pipe = open_eval_archive(archive, meta)
-    check_label_columns(cfg.eval, list(pipe.info.manifest.labels.columns),
-                        ("label_sets", "factors"))
-    batches = decode_split(pipe, "eval", cfg.eval.batch_size)
-    labels = pipe.entities.select("eval").labels(pipe.info)
-    say(f"decoded {len(labels)} held-out entities in {time.perf_counter() - started:.1f} s")
+    label_sets, factors, kinds = resolve_labels(cfg.eval.label_sets, cfg.eval.factors,
+                                                cfg.eval.factor_kinds, pipe.info.manifest.labels)
+    if not label_sets:
+        raise EvaluateError(f"--archive {archive}: the manifest has no categorical label "
+                            "column (`label` or `label_*`): nothing to classify")
+    models = {"trained": (model, meta), "random_init": (random_init_model(meta, cfg.seed), meta),
+              **load_compare(list(compare or []))}
+    frame = entity_frame(pipe, split)
+    labels = pipe.entities.select(split).labels(pipe.info)
+    say(f"{len(frame)} entities ({split}); label sets {label_sets}; factors {kinds}")
+    spaces = embed_models(pipe, frame, models, cfg.eval.batch_size)
+    if cfg.eval.classic:
+        spaces["classic"] = classic_spaces(pipe, frame, list(model.modalities),
+                                           pipe.cfg.sample_rate)
     ratings = pipe.info.relevance.frame if pipe.info.relevance is not None else None
-    sides, splits = {}, {}
-    for side, net in (("trained", model), ("random_init", random_init_model(meta, cfg.seed))):
-        splits[side], heads = embed_heads(net, batches, labels)
-        sides[side] = evaluate_model(splits[side], heads, cfg.eval, ratings)
-        say(f"{side}: embedded and measured ({time.perf_counter() - started:.1f} s)")
-    history = read_history(ckpt.run_dir)
+    keys = frame["key"].tolist()
+    results = {}
+    for name, sp in spaces.items():
+        results[name] = measure(sp, labels, keys, label_sets=label_sets, factors=factors,
+                                kinds=kinds, cfg=cfg.eval, ratings=ratings)
+        say(f"measured {name} ({time.perf_counter() - started:.0f} s)")
     report = {
         "checkpoint": str(Path(checkpoint).resolve()), "model": str(ckpt.model_dir.resolve()),
         "run": str(ckpt.run_dir.resolve()) if ckpt.run_dir else None,
         "model_id": meta["model_id"], "step": meta["step"], "archive": archive,
-        "split": "eval", "entities": len(labels), "baseline_seed": cfg.seed,
+        "split": split, "entities": len(frame), "baseline_seed": cfg.seed,
+        "protocol": {"folds": cfg.eval.folds, "seed": cfg.eval.seed,
+                     "few_shot_shots": cfg.eval.few_shot_shots},
+        "label_sets": label_sets, "factors": factors, "factor_kinds": kinds,
         "config": {"eval": cfg.eval.model_dump(mode="json"), "seed": cfg.seed},
-        **sides,
+        "models": results,
     }
+    report["verdict"] = verdict_rows(report)
     out_dir.mkdir(parents=True, exist_ok=True)
-    fused = {side: splits[side].fused() for side in sides}
-    first = next(iter(cfg.eval.label_sets.values()))
-    projections = {side: (x[keep], splits[side].labels[first].to_numpy()[keep])
-                   for side, (x, keep) in fused.items()}
+    main_label = next(iter(label_sets.values()))
+    projections = {side: (spaces[side].embeddings[FUSED][spaces[side].present[FUSED]],
+                          labels[main_label].to_numpy()[spaces[side].present[FUSED]])
+                   for side in ("trained", "random_init")}
+    report["seconds"] = round(time.perf_counter() - started, 1)
     report["plots"] = [p.name for p in write_report(
-        out_dir, report, history=history, projections=projections,
+        out_dir, report, history=read_history(ckpt.run_dir), projections=projections,
         method=cfg.eval.projection, seed=cfg.seed)]
     (out_dir / EVAL_FILE).write_text(json.dumps(report, indent=1, allow_nan=False))
     say(f"wrote {out_dir / EVAL_FILE} and {out_dir / REPORT_FILE} "
         f"({len(report['plots'])} plots) in {time.perf_counter() - started:.1f} s")
-    return Evaluation(report, splits["trained"], splits["random_init"], out_dir)
+    return Evaluation(report, spaces, out_dir)
+
+
+def verdict_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (label set, space): NCC and logistic of every model, and the trained
+    model against the random init and the classic features (`compare`: outside the CI?)."""
+    models = report["models"]
+    rows = []
+    for label in report["label_sets"]:
+        for space in [FUSED, *[s for s in models["trained"]["spaces"] if s != FUSED]]:
+            cells = {name: m["spaces"].get(space, {}).get("labels", {}).get(label, {})
+                     for name, m in models.items()}
+            trained = cells["trained"]
+            row: dict[str, Any] = {"label": label, "space": space, "cells": cells}
+            for base in ("random_init", "classic"):
+                if base in cells:
+                    row[f"vs_{base}"] = {clf: compare(trained.get(clf), cells[base].get(clf))
+                                         for clf in ("ncc", "logistic")}
+            rows.append(row)
+    return rows
 
 
 def add_evaluate_parser(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="held-out diagnostics of a checkpoint vs its random "
-                                        "init: eval.json + report.md with plots")
+    p = sub.add_parser("evaluate", help="k-fold evaluation of a checkpoint vs its random init "
+                                        "and classic features: eval.json + report.md, plots")
     p.add_argument("--checkpoint", required=True, help="run folder RUN or export RUN/model")
     p.add_argument("--archive", required=True, help="archive folder or s3:// prefix")
     p.add_argument("--out", help="output folder (default RUN/eval)")
     p.add_argument("--config", help="YAML config (default: the run's config.yaml)")
+    p.add_argument("--split", default="all", choices=SPLITS,
+                   help="entities to evaluate: the whole archive (default) or one split")
+    p.add_argument("--compare", action="append", default=[], metavar="RUN",
+                   help="another run (or export) to evaluate in the same table; repeatable")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     p.set_defaults(func=cmd_evaluate)
 
@@ -253,7 +267,8 @@ def cmd_evaluate(args: Any) -> int:
 
     try:
         result = evaluate_checkpoint(args.checkpoint, args.archive, args.out,
-                                     config=args.config, overrides=args.overrides)
+                                     config=args.config, overrides=args.overrides,
+                                     split=args.split, compare=args.compare)
     except ConfigError:
         raise  # reported by raysys.cli.main
     except (ValueError, FileNotFoundError) as e:  # EvaluateError, label columns, archive

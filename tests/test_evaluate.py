@@ -13,7 +13,8 @@ import pytest
 
 from raysys.config import load_config
 from raysys.eval.config import EvaluationConfig
-from raysys.evaluate import EvaluateError, evaluate_checkpoint, few_shot_curve
+from raysys.eval.measure import few_shot_curve
+from raysys.evaluate import EvaluateError, evaluate_checkpoint
 from raysys.train.intrain_eval import quick_metrics, train_mask
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -117,7 +118,7 @@ def test_in_training_eval_records_at_the_right_steps(run):
     for r in records:
         assert "eval/error" not in r, r
         assert r["eval/entities"] >= 10 and r["eval/seconds"] > 0
-        for name in ("fine", "coarse", "random"):
+        for name in ("label", "coarse", "pitch", "random"):  # discovered from the manifest
             assert 0.0 <= r[f"eval/{name}/ncc_train"] <= 1.0
             assert r[f"eval/{name}/cdnv"] > 0
     assert records[0] != records[-1]  # the weights changed between the snapshots
@@ -129,32 +130,57 @@ def test_evaluate_writes_eval_json_report_and_every_plot(run, archive, capsys):
     from raysys.cli import main
 
     assert main(["evaluate", "--checkpoint", str(run), "--archive", archive]) == 0
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     out = run / "eval"  # the default
-    assert f"report: {out / 'report.md'}" in printed and "[evaluate] decoded" in printed
+    assert f"report: {out / 'report.md'}" in printed.out
+    assert "[evaluate] 40 entities (all)" in printed.out  # k-fold over the whole archive
     report = json.loads((out / "eval.json").read_text())
     meta = json.loads((run / "model" / "model.json").read_text())
     assert report["model_id"] == meta["model_id"] and report["step"] == STEPS
     assert report["config"]["eval"]["every"] == EVERY
-    for side in ("trained", "random_init"):  # the baseline on the same entities
-        block = report[side]
-        assert block["entities"] == report["entities"]
-        assert {"coarse", "coarse/random"} <= set(block["labels"])
-        assert set(block["few_shot"]["fine"]["by_k"]) == {"1", "5", "10", "20"}
-        assert "audio->image" in block["retrieval"]["cross_modal"]
+    assert report["label_sets"] == {"label": "label", "coarse": "label_coarse",
+                                    "pitch": "label_pitch"}
+    assert report["factor_kinds"]["tempo"] == "tempo"
+    assert set(report["models"]) == {"trained", "random_init", "classic"}
+    for block in report["models"].values():  # the baselines on the same entities
+        fused = block["spaces"]["fused"]
+        assert fused["entities"] == 40
+        coarse = fused["labels"]["coarse"]
+        assert coarse["n"] == 40 and {"ncc", "logistic", "knn"} <= set(coarse)
+        assert set(fused["few_shot"]["label"]["by_k"]) == {"1", "5", "10", "20"}
+        assert {"audio", "image", "tabular"} <= set(block["spaces"])
         assert "relevance" in block["retrieval"]
-        assert "subspace_probes" in block
-    assert report["trained"]["retrieval"] != report["random_init"]["retrieval"]
+    trained = report["models"]["trained"]
+    assert "audio->image" in trained["retrieval"]["cross_modal"]
+    assert "skipped" in report["models"]["classic"]["retrieval"]["cross_modal"]
+    spaces = {(r["modality"], r["space"]) for r in trained["probes"]}
+    assert {("audio", "backbone"), ("audio", "invariant"), ("audio", "pitch_shift")} <= spaces
+    assert {r["factor"] for r in trained["probes"]} == {"label", "coarse", "pitch", "tempo"}
+    assert len(report["verdict"]) == 3 * 4  # label sets x (fused + 3 modalities)
     text = (out / "report.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(linked) == set(report["plots"])
-    assert {"loss_terms.png", "clustering_over_steps.png", "few_shot_fine.png",
+    assert {"loss_terms.png", "clustering_over_steps.png", "few_shot_label.png",
             "projection.png"} <= set(linked)
     for name in linked:
         data = (out / name).read_bytes()
         assert len(data) > 1000 and data.startswith(PNG), name
-    for heading in ("## Retrieval", "## Subspace probes", "## Few-shot", "random init"):
+    assert text.index("## Verdict") < text.index("## Classification")
+    for heading in ("## Retrieval", "## Factor probes", "## Few-shot", "random_init", "classic"):
         assert heading in text
+
+
+@pytest.mark.slow
+def test_evaluate_compares_other_runs_and_one_split(run, archive, tmp_path):
+    export = tmp_path / "other"
+    shutil.copytree(run / "model", export / "model")
+    result = evaluate_checkpoint(run, archive, tmp_path / "out", split="eval",
+                                 compare=[str(export)], overrides=["eval.classic=false"])
+    models = result.report["models"]
+    assert set(models) == {"trained", "random_init", "other"}
+    assert result.report["entities"] < 40 and result.report["split"] == "eval"
+    # the same weights on the same folds give the same numbers
+    assert models["other"]["spaces"] == models["trained"]["spaces"]
 
 
 @pytest.mark.slow
@@ -185,6 +211,9 @@ def test_missing_label_column_names_the_key(run, archive, tmp_path):
     with pytest.raises(ValueError, match=r"eval\.label_sets\.coarse: column 'label_genre'"):
         evaluate_checkpoint(run, archive, tmp_path / "out",
                             overrides=["eval.label_sets.coarse=label_genre"])
+    with pytest.raises(ValueError, match=r"eval\.factors\.key: column 'label_key'"):
+        evaluate_checkpoint(run, archive, tmp_path / "out",
+                            overrides=["eval.factors.key=label_key"])
 
 
 @pytest.mark.slow

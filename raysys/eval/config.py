@@ -36,9 +36,10 @@ FactorKind = Literal["categorical", "continuous", "tempo"]
 class EvaluationConfig(EvalConfig):
     """`eval.*`: in-training evaluation and `raysys evaluate`.
 
-    `label_sets` / `factors` map a display name to a manifest column (`label`, `label_*`).
-    The first label set is the "fine" one: it stratifies the split, and the in-training
-    random-label control permutes it.
+    `label_sets` / `factors` map a display name to a manifest column (`label`, `label_*`);
+    left at None they are discovered from the manifest (`raysys.eval.protocol.resolve_labels`).
+    The first label set is the main ("fine") one: it stratifies the in-training split, and the
+    in-training random-label control permutes it.
     """
 
     every: int = Field(0, ge=0, description="in-training evaluation every N optimizer steps "
@@ -48,18 +49,23 @@ class EvaluationConfig(EvalConfig):
         "(0 on 2 cores: Ray Data needs a whole free CPU beside training; see docs/evaluation.md)",
     )
     batch_size: int = Field(64, ge=1, description="entities per embedding batch")
-    label_sets: dict[str, str] = Field(
-        default_factory=lambda: {"fine": "label", "coarse": "label_coarse"}, min_length=1,
-        description="name -> manifest label column; the first one is the fine label set",
+    label_sets: dict[str, str] | None = Field(
+        None, description="name -> categorical manifest label column; the first one is the "
+        "main (fine) label set; None = discover every categorical `label`/`label_*` column",
     )
-    factors: dict[str, str] = Field(
-        default_factory=lambda: {"pitch": "label_pitch", "tempo": "label_tempo"},
-        description="subspace-probe factors: name -> manifest label column ({} = no probes)",
+    factors: dict[str, str] | None = Field(
+        None, description="subspace-probe factors: name -> manifest label column ({} = no "
+        "probes; None = every label column)",
     )
     factor_kinds: dict[str, FactorKind] = Field(
-        default_factory=lambda: {"tempo": "tempo"},
-        description="probe kind per factor name (default: categorical for ints/strings)",
+        default_factory=dict,
+        description="probe kind per factor name (default: floats continuous, tempo/bpm "
+        "columns tempo, the rest categorical)",
     )
+    folds: int = Field(5, ge=2, description="k of the stratified k-fold protocol of "
+                                             "`raysys evaluate`")
+    classic: bool = Field(True, description="also evaluate the classic hand-crafted features "
+                                            "(MFCC/log-mel stats, thumbnails, log statistics)")
     probe_modality: Literal["audio", "image", "tabular"] = Field(
         "audio", description="modality whose backbone and heads the subspace probes compare"
     )
@@ -70,7 +76,9 @@ class EvaluationConfig(EvalConfig):
 
     @field_validator("label_sets", "factors")
     @classmethod
-    def _check_columns(cls, value: dict[str, str]) -> dict[str, str]:
+    def _check_columns(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return value
         bad = [c for c in value.values() if c != "label" and not c.startswith("label_")]
         if bad:
             raise ValueError(f"{bad}: label columns are named 'label' or 'label_*'")

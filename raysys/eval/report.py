@@ -16,7 +16,6 @@ import numpy as np
 
 SIDES = (("trained", "trained"), ("random_init", "random init"))
 LOSS_TERMS = ("loss", "binary", "continuous", "loev", "cola")
-RETRIEVAL_COLUMNS = ("R@1", "R@5", "R@10", "mAP@10", "nDCG@10")
 
 
 def _figure(width: float = 6.4, height: float = 4.0):
@@ -151,97 +150,131 @@ def plot_clustering_over_steps(history: list[dict[str, Any]], path: Path) -> Pat
 
 # -- few-shot -----------------------------------------------------------------------------------
 
-def plot_few_shot(report: dict[str, Any], label_set: str, path: Path) -> Path | None:
-    """Accuracy against K with 95% CI error bars, trained vs random init (skipped K left out);
-    None when every K was skipped."""
+def ci_cell(d: Any) -> str:
+    """`mean ± ci95`, or why it is missing."""
+    if isinstance(d, Mapping) and "mean" in d:
+        return f"{d['mean']:.3f} ± {d.get('ci95', 0.0):.3f}"
+    if isinstance(d, Mapping) and "skipped" in d:
+        return "skipped"
+    return "n/a"
+
+
+def plot_few_shot(report: dict[str, Any], label_set: str, space: str, path: Path
+                  ) -> Path | None:
+    """Accuracy against K with 95% CI error bars, one line per model or baseline (skipped K
+    left out); None when every K was skipped."""
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
-    drawn = False
-    for side, name in SIDES:
-        curve = report[side]["few_shot"].get(label_set, {})
+    drawn, ways, ks_all = False, None, set()
+    for name, result in report["models"].items():
+        curve = result["spaces"].get(space, {}).get("few_shot", {}).get(label_set, {})
         points = [(int(k), v["mean"], v["ci95"]) for k, v in curve.get("by_k", {}).items()
                   if "mean" in v]
         if points:
             ks, means, cis = zip(*sorted(points), strict=True)
             ax.errorbar(ks, means, yerr=cis, marker="o", capsize=4, label=name)
-            drawn = True
+            drawn, ways = True, curve["ways"]
+            ks_all.update(ks)
     if not drawn:
         return None
-    curve = report["trained"]["few_shot"][label_set]
-    ax.axhline(1.0 / curve["ways"], color="grey", linestyle=":", label="chance")
+    ax.axhline(1.0 / ways, color="grey", linestyle=":", label="chance")
     ax.set_xscale("log")
-    ks = sorted(int(k) for k in curve["by_k"])
+    ks = sorted(ks_all)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlim(min(ks) / 1.3, max(ks) * 1.3)
     ax.set_xlabel("K (shots per class)")
     ax.set_ylabel("accuracy")
-    ax.set_title(f"{curve['ways']}-way few-shot, label set '{label_set}' (95% CI)")
+    ax.set_title(f"{ways}-way few-shot, '{label_set}', {space} space (95% CI)")
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
 # -- tables -------------------------------------------------------------------------------------
 
-def label_table(report: dict[str, Any]) -> str:
-    header = ["label set", "metric", "trained", "random init"]
+def verdict_table(report: dict[str, Any]) -> str:
+    """The one-screen summary: per label set and space, NCC / logistic of every model."""
+    names = list(report["models"])
     rows = []
-    for name, block in report["trained"]["labels"].items():
-        other = report["random_init"]["labels"].get(name, {})
-        if "skipped" in block:
-            rows.append([name, "skipped", block["skipped"], fmt(other.get("skipped"))])
-            continue
-        for metric in ("ncc_train", "ncc_test", "cdnv", "knn", "linear_probe"):
-            if metric in block:
-                rows.append([name, metric, fmt(block[metric]), fmt(other.get(metric))])
-    return table(header, rows)
+    for row in report["verdict"]:
+        pair = lambda c: f"{ci_cell(c.get('ncc'))} / {ci_cell(c.get('logistic'))}"  # noqa: E731
+        cells = [pair(row["cells"][n]) if "skipped" not in row["cells"][n] else "skipped"
+                 for n in names]
+        verdicts = [" / ".join(row[f"vs_{b}"].values()) if f"vs_{b}" in row else "n/a"
+                    for b in ("random_init", "classic")]
+        rows.append([row["label"], row["space"], *cells, *verdicts])
+    return table(["label", "space", *[f"{n}: NCC / logistic" for n in names],
+                  "trained vs random init", "trained vs classic"], rows)
+
+
+def classification_table(report: dict[str, Any]) -> str:
+    names = list(report["models"])
+    rows = []
+    for label in report["label_sets"]:
+        for space in report["models"]["trained"]["spaces"]:
+            blocks = {n: report["models"][n]["spaces"].get(space, {}).get("labels", {})
+                      .get(label, {}) for n in names}
+            first = blocks["trained"]
+            if "skipped" in first:
+                rows.append([label, space, "", f"skipped: {first['skipped']}",
+                             *[""] * (len(names) - 1)])
+                continue
+            for clf in ("ncc", "logistic", "knn"):
+                rows.append([label, space, clf, *[ci_cell(blocks[n].get(clf)) for n in names]])
+            rows.append([label, space, "n / classes / chance",
+                         f"{first.get('n')} / {first.get('classes')} / "
+                         f"{fmt(first.get('chance'))}", *[""] * (len(names) - 1)])
+    return table(["label", "space", "classifier", *names], rows)
 
 
 def few_shot_table(report: dict[str, Any]) -> str:
+    names = list(report["models"])
     rows = []
-    for name, curve in report["trained"]["few_shot"].items():
-        base = report["random_init"]["few_shot"].get(name, {}).get("by_k", {})
-        for k, v in curve.get("by_k", {}).items():
-            b = base.get(k, {})
-            cell = lambda d: (f"{d['mean']:.3f} ± {d['ci95']:.3f}" if "mean" in d  # noqa: E731
-                              else f"skipped: {d.get('skipped', 'n/a')}")
-            rows.append([name, str(curve["ways"]), k, str(v.get("queries", "")), cell(v),
-                         cell(b)])
-    return table(["label set", "ways", "K", "queries", "trained", "random init"], rows)
+    for label in report["label_sets"]:
+        for space in report["models"]["trained"]["spaces"]:
+            curves = {n: report["models"][n]["spaces"].get(space, {}).get("few_shot", {})
+                      .get(label, {}) for n in names}
+            ks = list(curves["trained"].get("by_k", {}))
+            for k in ks:
+                rows.append([label, space, str(curves["trained"].get("ways", "")), k,
+                             *[ci_cell(curves[n].get("by_k", {}).get(k)) for n in names]])
+    return table(["label", "space", "ways", "K", *names], rows) if rows else \
+        "No label set allows few-shot episodes."
 
 
 def retrieval_table(report: dict[str, Any]) -> str:
     rows = []
-    t, r = report["trained"]["retrieval"], report["random_init"]["retrieval"]
-    tasks = [(f"cross-modal {pair}", t["cross_modal"][pair], r["cross_modal"].get(pair, {}))
-             for pair in t.get("cross_modal", {})]
-    if "relevance" in t:
-        tasks.append(("graded relevance (fused)", t["relevance"], r.get("relevance", {})))
-    for task, a, b in tasks:
-        if "skipped" in a:
-            rows.append([task, *["skipped"] * (2 * len(RETRIEVAL_COLUMNS))])
-            continue
-        rows.append([task, *[fmt(a.get(c)) for c in RETRIEVAL_COLUMNS],
-                     *[fmt(b.get(c)) for c in RETRIEVAL_COLUMNS]])
-    header = ["task", *[f"{c} (trained)" for c in RETRIEVAL_COLUMNS],
-              *[f"{c} (random)" for c in RETRIEVAL_COLUMNS]]
-    return table(header, rows) if rows else "No retrieval task applies to this split."
+    for name, result in report["models"].items():
+        cross = result["retrieval"]["cross_modal"]
+        if "skipped" in cross:
+            rows.append([name, "cross-modal", "skipped", "", "", "", ""])
+        for pair, r in ({} if "skipped" in cross else cross).items():
+            if "skipped" in r:
+                rows.append([name, pair, "skipped", "", "", "", ""])
+                continue
+            rows.append([name, pair, *[fmt(r.get(c)) for c in ("R@1", "R@5", "R@10", "mAP@10")],
+                         fmt(r.get("chance_R@10"))])
+        rel = result["retrieval"].get("relevance")
+        if rel is not None:
+            rows.append([name, "graded relevance (fused)", "", "", "", "",
+                         f"nDCG@10 {fmt(rel.get('nDCG@10'))}" if "nDCG@10" in rel
+                         else f"skipped: {rel.get('skipped')}"])
+    return table(["model", "task", "R@1", "R@5", "R@10", "mAP@10", "chance R@10 / nDCG"], rows)
 
 
 def probe_table(report: dict[str, Any]) -> str:
-    t, r = report["trained"]["subspace_probes"], report["random_init"]["subspace_probes"]
-    if isinstance(t, Mapping):
-        return f"Subspace probes skipped: {t.get('skipped')}"
-    base = {(row["space"], row["factor"]): row for row in r} if isinstance(r, list) else {}
+    names = list(report["models"])
+    by_model = {n: {(r["modality"], r["space"], r["factor"]): r
+                    for r in report["models"][n]["probes"]} for n in names}
     rows = []
-    for row in t:
-        b = base.get((row["space"], row["factor"]), {})
-        rows.append([row["space"], row["factor"], row["kind"], row["probe_metric"],
-                     fmt(row["probe"]), fmt(b.get("probe")), fmt(row["probe_chance"]),
-                     fmt(row["agreement"]), fmt(b.get("agreement")),
-                     fmt(row["agreement_chance"])])
-    return table(["space", "factor", "kind", "probe metric", "probe (trained)", "probe (random)",
-                  "probe chance", "kNN agreement (trained)", "agreement (random)",
-                  "agreement chance"], rows)
+    for r in report["models"]["trained"]["probes"]:
+        key = (r["modality"], r["space"], r["factor"])
+        cell = lambda row: ("skipped" if row is None or "skipped" in row  # noqa: E731
+                            else ci_cell(row.get("value")) + (
+                                f" (Acc1 {ci_cell(row['acc1'])})" if row.get("acc1") else ""))
+        rows.append([r["modality"], r["space"], r["factor"], r.get("metric", ""),
+                     fmt(r.get("chance")), *[cell(by_model[n].get(key)) for n in names]])
+    return table(["modality", "space", "factor", "metric", "chance", *names], rows) if rows \
+        else "No factor to probe."
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -271,17 +304,36 @@ def _curves_section(out_dir: Path, report: dict[str, Any], history: list[dict[st
 
 def _few_shot_section(out_dir: Path, report: dict[str, Any]) -> tuple[list[str], list[Path]]:
     lines, plots = ["## Few-shot accuracy against K", ""], []
-    for name in report["trained"]["few_shot"]:
-        path = plot_few_shot(report, name, out_dir / f"few_shot_{name}.png")
+    for label in report["label_sets"]:
+        path = plot_few_shot(report, label, "fused", out_dir / f"few_shot_{label}.png")
         if path is None:
-            lines += [f"Label set `{name}`: every K skipped (classes too small).", ""]
+            lines += [f"Label set `{label}`: every K skipped (classes too small).", ""]
         else:
             plots.append(path)
-            lines += [f"![few-shot {name}]({path.name})", ""]
-    lines += ["Prototype classifier, mean over episodes ± 95% CI; a K larger than the "
-              "classes allow is skipped (the reason is in eval.json).", "",
-              few_shot_table(report), ""]
+            lines += [f"![few-shot {label}]({path.name})", ""]
+    lines += ["Prototype classifier on z-scored, L2-normalised features; episodes drawn from "
+              "every labelled entity; mean over episodes ± 95% CI. A K larger than the classes "
+              "allow is skipped (the reason is in eval.json).", "", few_shot_table(report), ""]
     return lines, plots
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    p = report["protocol"]
+    return [
+        f"# Evaluation of model {report['model_id']} (step {report['step']})", "",
+        f"- model: `{report['model']}`",
+        f"- archive: `{report['archive']}`, split `{report['split']}`: "
+        f"{report['entities']} entities",
+        f"- protocol: stratified {p['folds']}-fold over every labelled entity (seed "
+        f"{p['seed']}), every entity predicted once; classifiers on z-scored features; "
+        "accuracy ± 95% CI (binomial); few-shot K in "
+        f"{p['few_shot_shots']} from every labelled entity",
+        f"- baselines: `random_init` = the same architecture at its random initialisation "
+        f"(`torch.manual_seed({report['baseline_seed']})`); `classic` = hand-crafted features "
+        "(MFCC/log-mel statistics, image thumbnails and histograms, log column statistics)",
+        f"- label sets: {report['label_sets']}; factors: {report['factor_kinds']}",
+        f"- took {report.get('seconds', 'n/a')} s", "",
+    ]
 
 
 def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[str, Any]],
@@ -289,35 +341,33 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
                  method: str = "pca", seed: int = 0) -> list[Path]:
     """Write the PNG plots and report.md into `out_dir`; returns the plots written."""
     out_dir = Path(out_dir)
-    t = report["trained"]
-    lines = [
-        f"# Evaluation of model {report['model_id']} (step {report['step']})", "",
-        f"- model: `{report['model']}`", f"- archive: `{report['archive']}`, split "
-        f"`{report['split']}`: {report['entities']} entities",
-        f"- baseline: the same architecture at its random initialisation "
-        f"(`torch.manual_seed({report['baseline_seed']})`), on the same entities",
-        f"- space: {t['space']} invariant embeddings (mean of the present modalities), "
-        f"{t['entities']} entities; split {t['split']['train']} train / "
-        f"{t['split']['test']} test, {t['split']['how']}", "",
-        "## Clustering and classification (trained vs random init)", "",
-        "CDNV: lower = better separated; `<set>/random` rows are the random-label control.", "",
-        label_table(report), "",
+    lines = _header(report) + [
+        "## Verdict", "",
+        "Per label set and embedding space: nearest-centre / logistic-probe accuracy ± 95% CI, "
+        "and whether the trained model is better or worse than each baseline outside the CI "
+        "(|a - b| > sqrt(ci_a² + ci_b²)), for NCC / logistic.", "",
+        verdict_table(report), "",
+        "## Classification (k-fold, every classifier)", "", classification_table(report), "",
     ]
-    curves, plots = _curves_section(out_dir, report, history)
-    few, few_plots = _few_shot_section(out_dir, report)
-    lines += curves + few
-    plots += few_plots
-    lines += ["## Retrieval", "", "Cross-modal: the same entity's other modality among all "
-              "entities with both (R@k = hit in top k); graded relevance: nDCG@10 of the rated "
-              "candidates.", "", retrieval_table(report), "",
-              "## Subspace probes (LOEV heads vs backbone)", "", probe_table(report), ""]
+    few, plots = _few_shot_section(out_dir, report)
+    lines += few
+    lines += ["## Factor probes (backbone and every head)", "",
+              "Logistic-probe accuracy (categorical factors) or ridge R² (continuous; tempo in "
+              "log2 BPM, Acc1 = within ±4 %), k-fold, per modality and probe space.", "",
+              probe_table(report), "",
+              "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
+              "entities with both; graded relevance: nDCG@10 of the rated candidates (fused).",
+              "", retrieval_table(report), ""]
+    curves, curve_plots = _curves_section(out_dir, report, history)
+    lines += curves
+    plots += curve_plots
     try:
         points = {name: (project_2d(projections[side][0], method, seed), projections[side][1])
                   for side, name in SIDES}
         path = plot_projection(points, out_dir / "projection.png", method.upper())
         plots.append(path)
         lines += ["## 2-D projection", "", f"{method.upper()} of the fused embeddings, "
-                  "coloured by the first label set:", "", f"![projection]({path.name})", ""]
+                  "coloured by the main label set:", "", f"![projection]({path.name})", ""]
     except ValueError as e:
         lines += ["## 2-D projection", "", f"Skipped: {e}", ""]
     (out_dir / "report.md").write_text("\n".join(lines))

@@ -5,11 +5,16 @@
     every step, rank 0 -> ray.wait(timeout=0) -> finished records into metrics.jsonl/TensorBoard
     end of training -> wait for the outstanding evaluations
 
-The actor (`eval.cpus` logical CPUs, 0.25 by default so it fits next to training on 2 cores)
+The in-training evaluation stands on the fixed held-out split (`data.eval_fraction`), small by
+design; every record says how many entities it used (`eval/entities`). `raysys evaluate` is
+the full protocol (k-fold over every labelled entity, baselines).
+
+The actor (`eval.cpus` logical CPUs, 0 by default so it fits next to training on 2 cores)
 decodes the held-out split once (augmentation off, one view per modality), keeps the batches,
 and per request embeds them with the snapshot and computes the cheap diagnostics of the fused
 invariant embeddings: NCC (train/test), CDNV and kNN for every `eval.label_sets` entry plus
-a random-label control (the first label set permuted). No few-shot episodes here.
+a random-label control (the first label set permuted); label sets default to the
+manifest's categorical label columns. No few-shot episodes here.
 
 Records: `{"step": s, "eval/<set>/<metric>": value, ..., "eval/entities": n,
 "eval/seconds": t}` (see docs/evaluation.md). They may land after later training records;
@@ -34,6 +39,7 @@ from raysys.data.pipeline import Pipeline
 from raysys.data.rows import RowBuilder
 from raysys.eval import cdnv, knn_accuracy, ncc_accuracy, random_labels, split_indices
 from raysys.eval.config import EvaluationConfig
+from raysys.eval.protocol import resolve_labels
 from raysys.models.config import INVARIANT_HEAD, ModelConfig
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 from raysys.train.diagnostics import EmbeddedSplit
@@ -92,15 +98,16 @@ def embed_heads(model: MultiViewModel, batches: list[HeteroBatch], labels: Any
     return split, heads
 
 
-def check_label_columns(cfg: EvaluationConfig, available: list[str],
-                        keys: tuple[str, ...] = ("label_sets",)) -> None:
-    """Every configured column must be in the manifest; the error names the config key."""
-    for section in keys:
-        for name, column in getattr(cfg, section).items():
-            if column not in available:
-                raise ValueError(f"eval.{section}.{name}: column {column!r} is not in the "
-                                 f"archive's manifest (label columns: {available}); override "
-                                 f"eval.{section} to use others")
+def label_sets_of(cfg: EvaluationConfig, labels: Any) -> dict[str, str]:
+    """The categorical label sets this evaluation reads (`eval.label_sets`, or the ones found
+    in the manifest's label columns); a configured column that is missing is a ValueError
+    naming the `eval.*` key. Raises when there is no categorical label column at all."""
+    sets, _, _ = resolve_labels(cfg.label_sets, cfg.factors, cfg.factor_kinds, labels)
+    if not sets:
+        raise ValueError("the archive's manifest has no categorical label column (`label` or "
+                         "`label_*` with text or integer values): nothing to evaluate; set "
+                         "eval.every=0 or add labels")
+    return sets
 
 
 def check(cfg: Any, pipe: Pipeline) -> None:
@@ -108,7 +115,7 @@ def check(cfg: Any, pipe: Pipeline) -> None:
     the archive has a held-out split."""
     if cfg.eval.every == 0:
         return
-    check_label_columns(cfg.eval, list(pipe.info.manifest.labels.columns))
+    label_sets_of(cfg.eval, pipe.info.manifest.labels)
     if len(pipe.entities.select("eval")) == 0:
         raise ValueError("eval.every > 0 but the archive has no held-out entities "
                          "(raise data.eval_fraction)")
@@ -189,7 +196,8 @@ class EvalWorker:
             labels = self.pipe.entities.select("eval").labels(self.pipe.info)
             split, _ = embed_heads(self.model, self.batches, labels)
             fused, keep = split.fused()
-            ys = {n: split.labels[c].to_numpy()[keep] for n, c in self.cfg.label_sets.items()}
+            sets = label_sets_of(self.cfg, labels)
+            ys = {n: split.labels[c].to_numpy()[keep] for n, c in sets.items()}
             record = quick_metrics(fused[keep], ys, self.cfg)
             record[f"{PREFIX}entities"] = int(keep.sum())
         except Exception as e:  # an evaluation never takes the training run down

@@ -1,0 +1,170 @@
+"""In-process embedding of an archive's entities for evaluation, and the classic features.
+
+The model sees exactly what `raysys embed` gives it (the same `Preprocessor`: augmentation
+off, each audio file cut into `clip_seconds` windows covering all of it), and keeps more:
+per modality the backbone and every head, window embeddings mean-pooled per entity (heads
+L2-normalised before and after pooling, as `raysys embed` does). No Ray: evaluation sets are
+a few thousand entities, decoded once and shared by every model evaluated on them.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from raysys.data.batch import ModalityViews
+from raysys.data.config import DataConfig
+from raysys.data.decode import DecodeError, load_audio, load_image
+from raysys.data.pipeline import Pipeline
+from raysys.embed.config import AudioWindows
+from raysys.embed.preprocess import TABULAR_COLUMNS, Preprocessor
+from raysys.eval.classic import audio_features, image_features, log_features, log_vocabulary
+from raysys.eval.measure import FUSED, Spaces, fuse_concat, fuse_mean
+from raysys.models.config import INVARIANT_HEAD
+from raysys.models.multimodal import MultiViewModel
+
+BACKBONE = "backbone"
+
+
+def entity_frame(pipe: Pipeline, split: str) -> pd.DataFrame:
+    """key, audio, image, has_logs, shard (0) of the entities to evaluate, in plan order."""
+    frame = pipe.entities.select(split).frame  # type: ignore[arg-type]
+    return frame[["key", "audio", "image", "has_logs"]].assign(shard=0).reset_index(drop=True)
+
+
+def preprocess(pipe: Pipeline, data: DataConfig, stats: dict | None, frame: pd.DataFrame,
+               batch_size: int, windows: AudioWindows) -> list[dict[str, np.ndarray]]:
+    """The model inputs of every entity (embed's preprocessing), in batches."""
+    pre = Preprocessor(data, stats, pipe.info.logs, windows)
+    batches = []
+    for i in range(0, len(frame), batch_size):
+        batches.append(pre(frame.iloc[i : i + batch_size]))
+        _progress("preprocessed", min(i + batch_size, len(frame)), len(frame))
+    return batches
+
+
+_last_said = [0.0]
+
+
+def _progress(what: str, done: int, total: int, every_s: float = 10.0) -> None:
+    """A line on stderr at most every `every_s` seconds, and at the end."""
+    now = time.monotonic()
+    if done == total or now - _last_said[0] >= every_s:
+        _last_said[0] = now
+        print(f"[evaluate] {what} {done}/{total} entities", file=sys.stderr, flush=True)
+
+
+def _encode(model: MultiViewModel, modality: str, x: Any) -> dict[str, torch.Tensor]:
+    """{backbone, head...}: `[n, d]` of n single views (heads L2-normalised)."""
+    n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+    views = ModalityViews(x=x, present=torch.ones(n, dtype=torch.bool))
+    backbone, heads = model.encode_modality(modality, views)
+    out = {BACKBONE: backbone[:, 0].float()}
+    out.update({h: F.normalize(e[:, 0].float(), dim=-1) for h, e in heads.items()})
+    return out
+
+
+def _audio_rows(model: MultiViewModel, batch: dict[str, np.ndarray], ok: np.ndarray,
+                layout: tuple[int, int]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    rows = [i for i in np.flatnonzero(ok) if int(batch["audio_windows"][i]) > 0]
+    if not rows:
+        return
+    counts = [int(batch["audio_windows"][i]) for i in rows]
+    flat = np.concatenate([np.frombuffer(batch["audio"][i], np.float32) for i in rows])
+    x = torch.from_numpy(flat.copy()).reshape(sum(counts), *layout, -1)[:, None]
+    per_window = _encode(model, "audio", x)
+    split = {name: torch.split(t, counts) for name, t in per_window.items()}
+    for j, i in enumerate(rows):
+        pooled = {name: parts[j].mean(0) for name, parts in split.items()}
+        yield i, {n: (t if n == BACKBONE else F.normalize(t, dim=-1)) for n, t in pooled.items()}
+
+
+def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarray],
+                ok: np.ndarray) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+    rows = np.flatnonzero(ok & np.asarray(batch[f"{modality}_present"], bool))
+    if not len(rows):
+        return
+    if modality == "tabular":
+        x: Any = {c: torch.from_numpy(np.ascontiguousarray(batch[c][rows]))[:, None]
+                  for c in TABULAR_COLUMNS}
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(batch[modality][rows]))[:, None]
+    out = _encode(model, modality, x)
+    for j, i in enumerate(rows):
+        yield int(i), {name: t[j] for name, t in out.items()}
+
+
+@torch.no_grad()
+def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.ndarray]],
+                layout: tuple[int, int]) -> Spaces:
+    """Spaces of one model over preprocessed batches: the invariant head per modality, the
+    mean fusion, and per modality the backbone and every head for the factor probes."""
+    model = model.eval()
+    n = sum(len(b["key"]) for b in batches)
+    found: dict[str, dict[int, dict[str, torch.Tensor]]] = {m: {} for m in model.modalities}
+    start = 0
+    for batch in batches:
+        for m in model.modalities:
+            ok = np.asarray(batch[f"error.{m}"], dtype=object) == ""
+            rows = (_audio_rows(model, batch, ok, layout) if m == "audio"
+                    else _fixed_rows(model, m, batch, ok))
+            found[m].update({start + i: v for i, v in rows})
+        start += len(batch["key"])
+    present = {m: np.isin(np.arange(n), list(found[m])) for m in model.modalities}
+    probe: dict[str, dict[str, np.ndarray]] = {}
+    for m, rows in found.items():
+        names = [BACKBONE, *model.output_names()]
+        dims = {k: model.encoders[m].out_dim if k == BACKBONE else model.cfg.embed_dim
+                for k in names}
+        probe[m] = {k: np.zeros((n, dims[k]), np.float32) for k in names}
+        for i, vectors in rows.items():
+            for k, t in vectors.items():
+                probe[m][k][i] = t.numpy()
+    emb = {m: probe[m][INVARIANT_HEAD] for m in model.modalities}
+    fused, any_present = fuse_mean(emb, present)
+    return Spaces(name, {**emb, FUSED: fused}, {**present, FUSED: any_present}, probe)
+
+
+def classic_spaces(pipe: Pipeline, frame: pd.DataFrame, modalities: list[str],
+                   sample_rate: int) -> Spaces:
+    """The hand-crafted baseline (raysys.eval.classic) of every entity; unreadable files are
+    absent, as in the model's spaces. Fused = concatenation of the z-scored modalities."""
+    feats: dict[str, dict[int, np.ndarray]] = {m: {} for m in modalities}
+    logs = pipe.info.logs
+    vocab = log_vocabulary(logs.frame, logs.categorical_cols) if logs is not None else {}
+    for i, row in enumerate(frame.itertuples(index=False)):
+        try:
+            if "audio" in feats and isinstance(row.audio, str):
+                wave, _ = load_audio(row.audio, sample_rate=sample_rate)
+                feats["audio"][i] = audio_features(wave, sample_rate)
+        except DecodeError:
+            pass
+        try:
+            if "image" in feats and isinstance(row.image, str):
+                feats["image"][i] = image_features(load_image(row.image))
+        except DecodeError:
+            pass
+        if "tabular" in feats and logs is not None and row.key in logs.spans:
+            a, b = logs.spans[row.key]
+            feats["tabular"][i] = log_features(logs.frame.iloc[a:b], logs.numeric_cols, vocab)
+        _progress("classic features of", i + 1, len(frame))
+    n = len(frame)
+    emb, present = {}, {}
+    for m, rows in feats.items():
+        if not rows:
+            continue
+        dim = len(next(iter(rows.values())))
+        emb[m] = np.zeros((n, dim), np.float32)
+        for i, v in rows.items():
+            emb[m][i] = np.nan_to_num(v)
+        present[m] = np.isin(np.arange(n), list(rows))
+    fused, any_present = fuse_concat(emb, present)
+    return Spaces("classic", {**emb, FUSED: fused}, {**present, FUSED: any_present},
+                  comparable=False)

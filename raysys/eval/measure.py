@@ -1,0 +1,206 @@
+"""Every metric of one set of embedding spaces (a model, or a baseline), on the k-fold protocol.
+
+`Spaces` holds, row-aligned with the evaluated entities, each modality's embedding (zeros
+where the modality is absent), the presence masks, the "fused" space and, per modality, the
+probe spaces (backbone and each head). `measure` returns a JSON-able dict:
+
+    {"spaces": {space: {"entities": n, "labels": {set: kfold result}, "few_shot": {set: curve}}},
+     "probes": [{"modality", "space", "factor", "kind", ...}],
+     "retrieval": {"cross_modal": {"a->b": {...}}, "relevance": {...}}}
+
+A metric the data cannot support (a single class, too few samples) is `{"skipped": reason}`.
+No Ray here.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from raysys.eval.battery import jsonable, retrieval_report
+from raysys.eval.config import EvaluationConfig
+from raysys.eval.fewshot import few_shot
+from raysys.eval.protocol import FactorKind, kfold_classification, kfold_regression
+from raysys.eval.retrieval import cosine_scores
+
+FUSED = "fused"
+
+
+@dataclass
+class Spaces:
+    """Embeddings of the evaluated entities by one model or baseline.
+
+    embeddings: space -> `[N, d]` (every modality, plus FUSED); present: space -> bool `[N]`;
+    probe_spaces: modality -> {"backbone" | head name: `[N, d]`}; comparable: whether the
+    modalities share one space (cross-modal retrieval and the mean fusion make sense).
+    """
+
+    name: str
+    embeddings: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    probe_spaces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    comparable: bool = True
+
+    @property
+    def modalities(self) -> list[str]:
+        return [s for s in self.embeddings if s != FUSED]
+
+
+def fuse_mean(embeddings: dict[str, np.ndarray], present: dict[str, np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of each entity's present modality embeddings, and any-modality-present."""
+    stack = np.stack([embeddings[m] * present[m][:, None] for m in embeddings])
+    count = np.stack([present[m] for m in embeddings]).sum(axis=0)
+    return stack.sum(axis=0) / np.maximum(count, 1)[:, None], count > 0
+
+
+def fuse_concat(embeddings: dict[str, np.ndarray], present: dict[str, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenation of the z-scored modality features (zeros where absent): the fusion of
+    features that live in different spaces (the classic baseline)."""
+    parts = []
+    for m, x in embeddings.items():
+        keep = present[m]
+        z = np.zeros_like(x, dtype=np.float32)
+        if keep.any():
+            mu, sd = x[keep].mean(0), x[keep].std(0) + 1e-6
+            z[keep] = (x[keep] - mu) / sd
+        parts.append(z)
+    count = np.stack(list(present.values())).sum(axis=0)
+    return np.concatenate(parts, axis=1), count > 0
+
+
+def _guard(fn, *args, **kwargs) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:
+        return {"skipped": str(e).splitlines()[0]}
+
+
+def few_shot_curve(x: np.ndarray, y: np.ndarray, cfg: EvaluationConfig) -> dict[str, Any]:
+    """Prototype accuracy against K (`eval.few_shot_shots`) on z-scored, L2-normalised
+    features, episodes drawn from every labelled entity: W = min(few_shot_ways, classes);
+    queries = min(few_shot_queries, n_W - K) with n_W the W-th largest class size."""
+    counts = np.sort(np.unique(y, return_counts=True)[1])[::-1]
+    ways = int(min(cfg.few_shot_ways, counts.size))
+    z = (x - x.mean(0)) / (x.std(0) + 1e-6)  # uses no labels
+    out: dict[str, Any] = {"ways": ways, "chance": 1.0 / max(ways, 1), "by_k": {}}
+    for k in cfg.few_shot_shots:
+        queries = min(cfg.few_shot_queries, int(counts[ways - 1]) - k) if ways >= 2 else 0
+        if queries < 1:
+            out["by_k"][str(k)] = {"skipped": f"fewer than {max(ways, 2)} classes have more "
+                                              f"than K={k} samples"}
+            continue
+        res = few_shot(z, y, ways=ways, shots=k, queries=queries,
+                       episodes=cfg.few_shot_episodes, seed=cfg.seed, head="prototype",
+                       skip_small_classes=True)
+        out["by_k"][str(k)] = {**res, "queries": queries}
+    return out
+
+
+def _labelled(frame: pd.DataFrame, column: str, keep: np.ndarray) -> np.ndarray:
+    return keep & frame[column].notna().to_numpy()
+
+
+def measure_space(x: np.ndarray, keep: np.ndarray, labels: pd.DataFrame,
+                  label_sets: dict[str, str], cfg: EvaluationConfig) -> dict[str, Any]:
+    """k-fold classification and the few-shot curve of one space, per label set."""
+    out: dict[str, Any] = {"entities": int(keep.sum()), "labels": {}, "few_shot": {}}
+    for name, column in label_sets.items():
+        rows = _labelled(labels, column, keep)
+        y = labels[column].to_numpy()[rows]
+        if np.unique(y).size > max(2, rows.sum() // 3):
+            reason = (f"{np.unique(y).size} classes among {int(rows.sum())} entities: too few "
+                      "samples per class for k-fold or episodes")
+            out["labels"][name] = out["few_shot"][name] = {"skipped": reason}
+            continue
+        out["labels"][name] = _guard(kfold_classification, x[rows], y, folds=cfg.folds,
+                                     seed=cfg.seed, C=cfg.probe_C, knn_k=cfg.knn_k)
+        out["few_shot"][name] = _guard(few_shot_curve, x[rows], y, cfg)
+    return out
+
+
+def factor_probes(spaces: Spaces, labels: pd.DataFrame, factors: dict[str, str],
+                  kinds: dict[str, FactorKind], cfg: EvaluationConfig) -> list[dict[str, Any]]:
+    """Per modality, per probe space (backbone, each head), per factor: the logistic probe's
+    k-fold accuracy (categorical) or ridge R^2 (continuous; tempo adds Acc1)."""
+    rows: list[dict[str, Any]] = []
+    for modality, probe_spaces in spaces.probe_spaces.items():
+        keep = spaces.present[modality]
+        for (space, x), (factor, column) in itertools.product(probe_spaces.items(),
+                                                              factors.items()):
+            sel = _labelled(labels, column, keep)
+            y = labels[column].to_numpy()[sel]
+            kind = kinds.get(factor, "categorical")
+            row: dict[str, Any] = {"modality": modality, "space": space, "factor": factor,
+                                   "kind": kind}
+            if kind == "categorical":
+                got = _guard(kfold_classification, x[sel], y, folds=cfg.folds, seed=cfg.seed,
+                             classifiers=("logistic",), C=cfg.probe_C)
+                row.update(metric="accuracy", **({"value": got["logistic"], "chance":
+                           got["chance"]} if "logistic" in got else got))
+            else:
+                got = _guard(kfold_regression, x[sel], y.astype(float), folds=cfg.folds,
+                             seed=cfg.seed, tempo=kind == "tempo")
+                row.update(metric="R2", **({"value": got["r2"], "chance": 0.0,
+                                            "acc1": got.get("acc1")} if "r2" in got else got))
+            rows.append(row)
+    return rows
+
+
+def cross_modal(spaces: Spaces, ks: tuple[int, ...]) -> dict[str, Any]:
+    """For each ordered modality pair: find the same entity's other-modality embedding among
+    every entity that has both (R@k, mAP@10; chance R@k = k / n)."""
+    out: dict[str, Any] = {}
+    if not spaces.comparable:
+        return {"skipped": f"{spaces.name}: the modalities do not share one space"}
+    for a, b in itertools.permutations(spaces.modalities, 2):
+        both = spaces.present[a] & spaces.present[b]
+        n = int(both.sum())
+        if n < 2:
+            out[f"{a}->{b}"] = {"skipped": f"{n} entities have both {a} and {b}"}
+            continue
+        scores = cosine_scores(spaces.embeddings[a][both], spaces.embeddings[b][both])
+        report = retrieval_report(scores, positives=np.eye(n, dtype=bool), ks=ks, map_k=10)
+        out[f"{a}->{b}"] = {**report, "n": n, **{f"chance_R@{k}": min(1.0, k / n) for k in ks}}
+    return out
+
+
+def graded_relevance(x: np.ndarray, keep: np.ndarray, keys: list[str], ratings: pd.DataFrame,
+                     k: int = 10) -> dict[str, Any]:
+    """nDCG@k of ranking each query's rated candidates by cosine in `x`."""
+    index = {key: i for i, key in enumerate(keys) if keep[i]}
+    rows = ratings[ratings["query"].isin(index) & ratings["candidate"].isin(index)]
+    rows = rows[rows["query"] != rows["candidate"]]
+    queries = sorted(set(rows["query"]), key=index.get)
+    if not queries:
+        return {"skipped": "no rated (query, candidate) pair among the evaluated entities"}
+    q_of = {q: i for i, q in enumerate(queries)}
+    gains = np.zeros((len(queries), len(keys)))
+    mask = np.zeros_like(gains, dtype=bool)
+    qi, ci = rows["query"].map(q_of).to_numpy(), rows["candidate"].map(index).to_numpy()
+    gains[qi, ci] = rows["relevance"].to_numpy(dtype=float)
+    mask[qi, ci] = True
+    scores = cosine_scores(x[[index[q] for q in queries]], x)
+    report = _guard(retrieval_report, scores, relevance=gains, mask=mask, map_k=k)
+    return {**report, "queries": len(queries), "ratings": int(mask.sum())}
+
+
+def measure(spaces: Spaces, labels: pd.DataFrame, keys: list[str], *,
+            label_sets: dict[str, str], factors: dict[str, str],
+            kinds: dict[str, FactorKind], cfg: EvaluationConfig,
+            ratings: pd.DataFrame | None = None) -> dict[str, Any]:
+    """Every metric of one model or baseline (see the module doc)."""
+    out: dict[str, Any] = {"spaces": {}}
+    for space, x in spaces.embeddings.items():
+        out["spaces"][space] = measure_space(x, spaces.present[space], labels, label_sets, cfg)
+    out["probes"] = factor_probes(spaces, labels, factors, kinds, cfg)
+    out["retrieval"] = {"cross_modal": cross_modal(spaces, tuple(cfg.retrieval_ks))}
+    if ratings is not None:
+        out["retrieval"]["relevance"] = graded_relevance(
+            spaces.embeddings[FUSED], spaces.present[FUSED], keys, ratings, k=cfg.map_k)
+    return jsonable(out)

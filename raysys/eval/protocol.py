@@ -1,0 +1,203 @@
+"""The evaluation protocol of `raysys evaluate`: k-fold over every labelled entity.
+
+Every entity is predicted once (stratified k-fold, `folds` = 5 by default), so an archive of
+600 labelled entities gives 600 test predictions, not the ~30 of a held-out fraction. The
+same folds (seeded) serve every embedding space and every baseline, so differences between
+spaces are not differences between splits.
+
+Classifiers (each fitted on the training folds only, after z-scoring every dimension with the
+training folds' statistics, so hand-crafted features of mixed scales are treated fairly):
+- `ncc`: nearest class centre (scikit-learn `NearestCentroid`, Euclidean);
+- `logistic`: the logistic-regression probe (`LogisticRegression(C)`);
+- `knn`: k nearest neighbours (cosine, majority vote).
+Accuracy is pooled over all out-of-fold predictions; its 95% CI is the normal approximation
+of a binomial proportion, `1.96 * sqrt(p (1 - p) / n)`.
+
+Regression factors (float columns, e.g. tempo in BPM): ridge on z-scored features, R^2 of the
+pooled out-of-fold predictions (log2 target for tempo, with Acc1 = within +-4 %); CI from the
+spread of the per-fold R^2 (`1.96 * std / sqrt(folds)`).
+
+Two results differ "outside the CI" when |a - b| > sqrt(ci_a^2 + ci_b^2), the 95% interval of
+a difference of independent estimates (`compare`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import r2_score
+from sklearn.model_selection import KFold, StratifiedKFold
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+
+from raysys.eval._checks import as_embeddings
+
+Classifier = Literal["ncc", "logistic", "knn"]
+CLASSIFIERS: tuple[Classifier, ...] = ("ncc", "logistic", "knn")
+Z95 = 1.96
+
+
+def binomial_ci(p: float, n: int) -> float:
+    """Half-width of the 95% normal-approximation interval of a proportion."""
+    return float(Z95 * np.sqrt(max(p * (1 - p), 0.0) / max(n, 1)))
+
+
+def usable_classes(y: np.ndarray, minimum: int = 2) -> np.ndarray:
+    """Bool mask of the samples whose class has >= `minimum` samples (a class seen once can
+    never be both trained on and tested)."""
+    classes, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
+    return counts[inverse] >= minimum
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The seeded stratified k-fold split (scikit-learn's `StratifiedKFold`, shuffled).
+    Classes smaller than `folds` are spread over fewer folds (a warning there is expected)."""
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return list(splitter.split(np.zeros(len(y)), y))
+
+
+def _classifier(name: Classifier, *, C: float, knn_k: int):
+    if name == "ncc":
+        return make_pipeline(StandardScaler(), NearestCentroid())
+    if name == "logistic":
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    if name == "knn":
+        return make_pipeline(StandardScaler(), Normalizer(),
+                             KNeighborsClassifier(n_neighbors=knn_k))
+    raise ValueError(f"unknown classifier {name!r}; choose from {CLASSIFIERS}")
+
+
+def kfold_classification(
+    x: Any, y: Sequence[Any] | np.ndarray, *, folds: int = 5, seed: int = 0,
+    classifiers: Sequence[Classifier] = CLASSIFIERS, C: float = 1.0, knn_k: int = 10,
+) -> dict[str, Any]:
+    """Out-of-fold accuracy of each classifier on (x, y): `{clf: {mean, ci95}}` plus `n`
+    (entities predicted), `classes`, `dropped` (entities of classes with < 2 samples) and
+    `chance` (share of the largest class)."""
+    x = as_embeddings(x, "x")
+    y = np.asarray(y)
+    keep = usable_classes(y)
+    x, y = x[keep], y[keep]
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise ValueError(f"{classes.size} class(es) with >= 2 samples: nothing to classify")
+    splits = stratified_folds(y, folds, seed)
+    out: dict[str, Any] = {"n": int(y.size), "classes": int(classes.size),
+                           "dropped": int((~keep).sum()),
+                           "chance": float(np.unique(y, return_counts=True)[1].max() / y.size)}
+    for name in classifiers:
+        predicted = np.empty_like(y)
+        for train, test in splits:
+            k = min(knn_k, train.size)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = _classifier(name, C=C, knn_k=k).fit(x[train], y[train])
+            predicted[test] = model.predict(x[test])
+        acc = float(np.mean(predicted == y))
+        out[name] = {"mean": acc, "ci95": binomial_ci(acc, y.size)}
+    return out
+
+
+def kfold_regression(x: Any, y: Sequence[float] | np.ndarray, *, folds: int = 5, seed: int = 0,
+                     alpha: float = 1.0, tempo: bool = False, tolerance: float = 0.04
+                     ) -> dict[str, Any]:
+    """Out-of-fold ridge regression: `{"r2": {mean, ci95}, "n"}`; for tempo the target is
+    log2(BPM) and `acc1` (prediction within +-`tolerance` of the true BPM) is added."""
+    x = as_embeddings(x, "x")
+    y = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(y) & ((y > 0) if tempo else True)
+    x, y = x[keep], y[keep]
+    if y.size < 2 * folds or np.ptp(y) == 0:
+        raise ValueError(f"{y.size} finite targets with spread {np.ptp(y) if y.size else 0}: "
+                         f"too few to regress with {folds} folds")
+    target = np.log2(y) if tempo else y
+    predicted = np.empty_like(target)
+    fold_r2 = []
+    for train, test in KFold(n_splits=folds, shuffle=True, random_state=seed).split(x):
+        model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x[train], target[train])
+        predicted[test] = model.predict(x[test])
+        fold_r2.append(r2_score(target[test], predicted[test]))
+    out: dict[str, Any] = {
+        "n": int(y.size),
+        "r2": {"mean": float(r2_score(target, predicted)),
+               "ci95": float(Z95 * np.std(fold_r2) / np.sqrt(folds))},
+    }
+    if tempo:
+        acc = float(np.mean(np.abs(2 ** predicted - y) <= tolerance * y))
+        out["acc1"] = {"mean": acc, "ci95": binomial_ci(acc, y.size)}
+    return out
+
+
+def compare(a: dict[str, float] | None, b: dict[str, float] | None) -> str:
+    """`"better"`, `"worse"` or `"within CI"` for a vs b ({mean, ci95} each); `"n/a"` when
+    either is missing."""
+    if not (isinstance(a, dict) and isinstance(b, dict) and "mean" in a and "mean" in b):
+        return "n/a"
+    gap = a["mean"] - b["mean"]
+    if abs(gap) <= float(np.hypot(a.get("ci95", 0.0), b.get("ci95", 0.0))):
+        return "within CI"
+    return "better" if gap > 0 else "worse"
+
+
+# -- label discovery ----------------------------------------------------------------------------
+
+FactorKind = Literal["categorical", "continuous", "tempo"]
+
+
+def is_label_column(name: str) -> bool:
+    return name == "label" or name.startswith("label_")
+
+
+def discover_labels(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, FactorKind]]:
+    """From the manifest's label columns: categorical label sets (`name -> column`; `label`
+    first, then the rest in column order; name = the column without `label_`) and factor
+    kinds for every label column: numeric with a name saying tempo/bpm -> `tempo` (a
+    regression target in log2 BPM), other floats -> `continuous`, anything else (strings,
+    integers, booleans) -> `categorical`."""
+    columns = [c for c in frame.columns if is_label_column(c)]
+    columns.sort(key=lambda c: c != "label")
+    label_sets: dict[str, str] = {}
+    kinds: dict[str, FactorKind] = {}
+    for column in columns:
+        name = "label" if column == "label" else column.removeprefix("label_")
+        values = frame[column].dropna()
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        if numeric and any(word in name.lower() for word in ("tempo", "bpm")):
+            kinds[name] = "tempo"
+        elif pd.api.types.is_float_dtype(values):
+            kinds[name] = "continuous"
+        else:
+            kinds[name] = "categorical"
+            label_sets[name] = column
+    return label_sets, kinds
+
+
+def resolve_labels(label_sets: dict[str, str] | None, factors: dict[str, str] | None,
+                   factor_kinds: dict[str, FactorKind], frame: pd.DataFrame
+                   ) -> tuple[dict[str, str], dict[str, str], dict[str, FactorKind]]:
+    """(label sets, factors, factor kinds) for this manifest: configured ones checked against
+    the manifest's columns (the error names the `eval.*` key), missing ones discovered."""
+    available = [c for c in frame.columns if is_label_column(c)]
+    for key, given in (("label_sets", label_sets), ("factors", factors)):
+        for name, column in (given or {}).items():
+            if column not in available:
+                raise ValueError(f"eval.{key}.{name}: column {column!r} is not in the archive's "
+                                 f"manifest (label columns: {available}); override eval.{key} "
+                                 "or leave it unset to use the columns found")
+    found_sets, found_kinds = discover_labels(frame)
+    sets = dict(label_sets) if label_sets is not None else found_sets
+    if factors is None:
+        factors = {name: ("label" if name == "label" else f"label_{name}") for name in found_kinds}
+    kinds: dict[str, FactorKind] = {}
+    for name, column in factors.items():
+        col_name = "label" if column == "label" else column.removeprefix("label_")
+        kinds[name] = factor_kinds.get(name, found_kinds.get(col_name, "categorical"))
+    return sets, dict(factors), kinds

@@ -1,0 +1,141 @@
+"""The k-fold protocol of `raysys evaluate` against scikit-learn on fixed arrays, label
+discovery, and the classic features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+
+from raysys.eval.classic import audio_features, image_features, log_features, log_vocabulary
+from raysys.eval.config import EvaluationConfig
+from raysys.eval.measure import FUSED, Spaces, fuse_concat, measure
+from raysys.eval.protocol import (
+    binomial_ci,
+    compare,
+    discover_labels,
+    kfold_classification,
+    kfold_regression,
+    resolve_labels,
+)
+
+
+def blobs(seed: int = 0, classes: int = 4, per: int = 15, dim: int = 6, spread: float = 1.5):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), per)
+    x = rng.normal(size=(classes, dim))[y] * spread + rng.normal(size=(y.size, dim))
+    return x * rng.uniform(0.1, 10, size=dim), y  # mixed scales: z-scoring matters
+
+
+def test_kfold_classification_equals_scikit_learn_cross_val_predict():
+    x, y = blobs()
+    got = kfold_classification(x, y, folds=5, seed=3, knn_k=5)
+    folds = StratifiedKFold(5, shuffle=True, random_state=3)
+    reference = {
+        "ncc": make_pipeline(StandardScaler(), NearestCentroid()),
+        "logistic": make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+        "knn": make_pipeline(StandardScaler(), Normalizer(), KNeighborsClassifier(5)),
+    }
+    for name, model in reference.items():
+        acc = float(np.mean(cross_val_predict(model, x, y, cv=folds) == y))
+        assert got[name]["mean"] == pytest.approx(acc), name
+        assert got[name]["ci95"] == pytest.approx(1.96 * np.sqrt(acc * (1 - acc) / y.size))
+    assert got["n"] == 60 and got["classes"] == 4 and got["chance"] == 0.25
+
+
+def test_every_entity_is_predicted_once_and_singletons_are_dropped():
+    x, y = blobs(classes=3, per=10)
+    y = y.astype(str).astype(object)
+    y[0] = "alone"  # a class seen once can be neither trained on nor tested
+    got = kfold_classification(x, y, folds=5, seed=0)
+    assert got["n"] == 29 and got["dropped"] == 1 and got["classes"] == 3
+    with pytest.raises(ValueError, match="1 class"):
+        kfold_classification(x[:10], np.zeros(10), folds=5)
+
+
+def test_kfold_regression_equals_scikit_learn_and_tempo_accuracy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 5))
+    bpm = 2 ** (6.5 + 0.5 * x[:, 0] + 0.05 * rng.normal(size=80))
+    got = kfold_regression(x, bpm, folds=5, seed=2, tempo=True)
+    cv = KFold(5, shuffle=True, random_state=2)
+    pred = cross_val_predict(make_pipeline(StandardScaler(), Ridge(1.0)), x, np.log2(bpm), cv=cv)
+    r2 = 1 - np.sum((np.log2(bpm) - pred) ** 2) / np.sum((np.log2(bpm) - np.log2(bpm).mean()) ** 2)
+    assert got["r2"]["mean"] == pytest.approx(r2)
+    assert got["acc1"]["mean"] == pytest.approx(np.mean(np.abs(2 ** pred - bpm) <= 0.04 * bpm))
+    assert got["r2"]["mean"] > 0.9
+
+
+def test_compare_outside_the_ci():
+    a, b = {"mean": 0.9, "ci95": 0.02}, {"mean": 0.8, "ci95": 0.03}
+    assert compare(a, b) == "better" and compare(b, a) == "worse"
+    assert compare(a, {"mean": 0.88, "ci95": 0.02}) == "within CI"
+    assert compare(a, {"skipped": "x"}) == "n/a"
+    assert binomial_ci(0.5, 100) == pytest.approx(0.098)
+
+
+def test_labels_are_discovered_from_the_manifest():
+    frame = pd.DataFrame({"label_family": ["a", "b"], "label": ["x", "y"],
+                          "label_tempo": [120.0, 90.0], "label_key": [0, 5],
+                          "label_gain": [0.5, 0.1], "label_bpm_int": [100, 120]})
+    sets, kinds = discover_labels(frame)
+    assert list(sets) == ["label", "family", "key"]  # `label` first: the main label set
+    assert kinds == {"label": "categorical", "family": "categorical", "tempo": "tempo",
+                     "key": "categorical", "gain": "continuous", "bpm_int": "tempo"}
+    sets, factors, kinds = resolve_labels({"inst": "label"}, None, {"key": "continuous"}, frame)
+    assert sets == {"inst": "label"} and factors["tempo"] == "label_tempo"
+    assert kinds["key"] == "continuous" and kinds["tempo"] == "tempo"
+    with pytest.raises(ValueError, match=r"eval\.label_sets\.genre: column 'label_genre' is not"):
+        resolve_labels({"genre": "label_genre"}, None, {}, frame)
+    with pytest.raises(ValueError, match=r"eval\.factors\.f: column 'label_f'"):
+        resolve_labels(None, {"f": "label_f"}, {}, frame)
+
+
+def test_measure_separates_signal_from_noise_on_the_same_folds():
+    x, y = blobs(classes=5, per=12, spread=3.0)
+    noise = np.random.default_rng(9).normal(size=x.shape)
+    n = y.size
+    z = (x[:, 0] - x[:, 0].mean()) / x[:, 0].std()
+    labels = pd.DataFrame({"label": y, "label_tempo": 2 ** (6.8 + 0.3 * z)})  # linear in x
+    cfg = EvaluationConfig(few_shot_episodes=50, few_shot_shots=[1, 5, 20])
+    out = {}
+    for name, e in (("signal", x), ("noise", noise)):
+        present = {"audio": np.ones(n, bool), FUSED: np.ones(n, bool)}
+        spaces = Spaces(name, {"audio": e, FUSED: e}, present,
+                        probe_spaces={"audio": {"backbone": e}})
+        out[name] = measure(spaces, labels, [str(i) for i in range(n)], label_sets={"label":
+                            "label"}, factors={"tempo": "label_tempo"}, kinds={"tempo": "tempo"},
+                            cfg=cfg)
+    sig, noi = (out[k]["spaces"][FUSED] for k in ("signal", "noise"))
+    assert sig["labels"]["label"]["logistic"]["mean"] > 0.9 > 0.5 > \
+        noi["labels"]["label"]["logistic"]["mean"]
+    k1 = [d["few_shot"]["label"]["by_k"]["1"]["mean"] for d in (sig, noi)]
+    assert k1[0] > k1[1]
+    assert "skipped" in sig["few_shot"]["label"]["by_k"]["20"]  # 12 per class
+    probe = out["signal"]["probes"][0]
+    assert probe["kind"] == "tempo" and probe["value"]["mean"] > 0.8 and "acc1" in probe
+    assert out["signal"]["retrieval"]["cross_modal"] == {}  # one modality: no pair
+
+
+def test_classic_features_carry_what_they_should():
+    sr = 16000
+    t = np.arange(sr) / sr
+    low = audio_features(np.sin(2 * np.pi * 220 * t).astype(np.float32), sr)
+    high = audio_features(np.sin(2 * np.pi * 3000 * t).astype(np.float32), sr)
+    assert low.shape == (120,) and np.isfinite(low).all() and np.abs(low - high).max() > 1
+    red = np.zeros((32, 32, 3), np.uint8)
+    red[..., 0] = 255
+    feats = image_features(red)
+    assert feats.shape == (224,) and feats[0] == pytest.approx(1.0) and feats[1] == 0.0
+    logs = pd.DataFrame({"v": [1.0, 3.0, np.nan], "s": ["a", "b", "a"]})
+    vocab = log_vocabulary(logs, ["s"])
+    f = log_features(logs, ["v"], vocab)
+    assert f.tolist() == pytest.approx([2.0, 1.0, 1.0, 3.0, 1 / 3, 3.0, 2 / 3, 1 / 3])
+    both = fuse_concat({"a": np.ones((3, 2)) * [[1], [2], [3]], "b": np.ones((3, 1))},
+                       {"a": np.ones(3, bool), "b": np.array([True, False, True])})
+    assert both[0].shape == (3, 3) and both[1].all()
