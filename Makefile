@@ -17,11 +17,11 @@ demo: $(STAMP)
 	$(VENV)/bin/raysys demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check raysys jobs tests benchmarks
+	$(VENV)/bin/ruff check raysys jobs tests benchmarks experiments
 	$(VENV)/bin/python -m pytest tests
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check raysys jobs tests benchmarks
+	$(VENV)/bin/ruff check raysys jobs tests benchmarks experiments
 
 clean:
 	rm -rf $(VENV) raysys-demo

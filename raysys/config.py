@@ -97,6 +97,8 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str]) -> dict[str, Any
         node = tree
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
+            if child is None:  # an unset optional mapping (e.g. eval.label_sets) filled by key
+                child = node[part] = {}
             if not isinstance(child, dict):
                 path = ".".join(parts[: i + 1])
                 raise ConfigError(f"override {text!r}: {path} is a value, not a section")

@@ -68,6 +68,6 @@ def test_relevance_ndcg_follows_the_ratings():
     ratings = pd.DataFrame({"query": ["a"] * 3, "candidate": ["b", "c", "d"],
                             "relevance": [90.0, 20.0, 5.0]})
     out = graded_relevance(x, np.ones(4, bool), keys, ratings)
-    assert out["nDCG@10"] > 0.99 and out["queries"] == 1 and out["ratings"] == 3
+    assert out["nDCG@10"] > 0.95 and out["queries"] == 1 and out["ratings"] == 3
     reversed_ratings = ratings.assign(relevance=[5.0, 20.0, 90.0])
     assert graded_relevance(x, np.ones(4, bool), keys, reversed_ratings)["nDCG@10"] < 0.9
