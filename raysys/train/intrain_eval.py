@@ -20,7 +20,8 @@ Records: `{"step": s, "eval/<set>/<metric>": value, ..., "eval/entities": n,
 "eval/seconds": t}` (see docs/evaluation.md). They may land after later training records;
 a resumed run keeps those of steps <= the resumed step and never evaluates a step twice.
 
-The helpers `decode_split` and `embed_heads` are shared with `raysys evaluate`.
+`raysys evaluate` embeds differently (every entity, whole audio files in windows, as `raysys
+embed` does: raysys/embed/spaces.py); this module keeps the cheap held-out check.
 """
 
 from __future__ import annotations
