@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from raysys.corpora import CorpusUnavailable
-from raysys.corpora.speech import CONCEPTS, VOICES, WORDS, make_speech_corpus
+from raysys.corpora.speech import CONCEPTS, PAUSES, VOICES, WORDS, make_speech_corpus
 from raysys.data.archive import load_archive
 
 ENTITIES = 120
@@ -90,6 +90,23 @@ def test_audio_and_phone_timings_agree(corpus, manifest):
         assert 0.25 < info.duration < 2.5
         if row.key in ends:
             assert ends[row.key] <= info.duration + 1e-3
+
+
+def test_rate_is_carried_by_the_phone_timings(corpus, manifest):
+    """Two renderings of one word by one voice last in the ratio of their label_rate (speech
+    without the pauses): the rate label is the realised stretch, for every engine."""
+    logs = pd.read_parquet(Path(corpus) / "logs.parquet")
+    spoken = logs[~logs["phone"].isin(PAUSES)].groupby("key")["duration"].sum()
+    heard = manifest[manifest["key"].isin(spoken.index)].assign(
+        spoken=lambda m: spoken[m["key"]].to_numpy())
+    errors = []
+    for _, group in heard.groupby(["label", "label_word"]):
+        rows = group.to_dict("records")
+        for a, b in zip(rows, rows[1:], strict=False):
+            errors.append(abs(np.log(a["spoken"] / b["spoken"])
+                              - np.log(a["label_rate"] / b["label_rate"])))
+    assert len(errors) >= 10
+    assert np.median(errors) < 0.03 and np.max(errors) < 0.15, sorted(errors)[-5:]
 
 
 TABLES = ("manifest.parquet", "logs.parquet", "relevance.parquet")

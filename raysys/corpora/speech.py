@@ -122,10 +122,10 @@ class Utterance:
 
     `rate` is the realised duration stretch and `semitones` the realised pitch shift. Diphone
     voices take both natively (Duration_Stretch, F0 targets scaled before waveform synthesis).
-    HTS and cluster-unit voices ignore F0 targets, so their pitch comes from a tape-speed
-    resample by `tape` = 2**(semitones/12), which also shifts the formants and shortens the
-    word by `tape`; HTS asks festival for `rate * tape` so that the realised stretch is `rate`.
-    The cluster-unit voice cannot stretch at all: its rate is 1/tape (coupled to the pitch).
+    HTS and cluster-unit voices ignore both (HTS's own speed option `-r` mostly lengthens the
+    pauses, which are trimmed), so their pitch comes from a tape-speed resample by `tape` =
+    2**(semitones/12), which also shifts the formants and shortens the word by `tape`: their
+    rate is 1/tape, coupled to the pitch.
     """
 
     index: int
@@ -151,8 +151,6 @@ def _controls(voice: Voice, rate: float, semitones: float) -> tuple[float, float
     shift = float(2 ** (semitones / 12))
     if voice.engine == "diphone":
         return rate, rate, shift, 1.0
-    if voice.engine == "hts":
-        return rate, rate * shift, 1.0, shift
     return 1.0 / shift, 1.0, 1.0, shift
 
 
@@ -178,8 +176,6 @@ def plan(entities: int, seed: int) -> list[Utterance]:
 # names are prefixed so as not to clash with any voice's own definitions.
 _PRELUDE = """(voice_{voice})
 (set! speech_f0_factor 1.0)
-(defvar hts_engine_params nil)
-(set! speech_hts_params hts_engine_params)
 (define (speech_scale_targets utt)
   (mapcar (lambda (tg) (item.set_feat tg "f0" (* speech_f0_factor (item.feat tg "f0"))))
           (utt.relation.items utt 'Target))
@@ -188,9 +184,7 @@ _PRELUDE = """(voice_{voice})
 (define (Wave_Synth utt) (speech_scale_targets utt) (speech_wave_synth utt))
 (define (speech_say speech_idx speech_text speech_stretch speech_f0 speech_path)
   (set! speech_f0_factor speech_f0)
-  (if (string-equal (Param.get 'Synth_Method) "HTS")
-      (set! hts_engine_params (cons (list "-r" (/ 1.0 speech_stretch)) speech_hts_params))
-      (Parameter.set 'Duration_Stretch speech_stretch))
+  (Parameter.set 'Duration_Stretch speech_stretch)
   (set! speech_utt (utt.synth (eval (list 'Utterance 'Text speech_text))))
   (utt.save.wave speech_utt speech_path 'riff)
   (mapcar (lambda (speech_seg)
