@@ -55,6 +55,29 @@ def room_reverb(wave: np.ndarray, sample_rate: int, rng: np.random.Generator,
     return ((1 - mix) * wave + mix * wet).astype(np.float32)
 
 
+def channel(wave: np.ndarray, sample_rate: int, rng: np.random.Generator,
+            tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0),
+            bump_db: tuple[float, float] = (-8.0, 8.0),
+            band_hz: tuple[tuple[float, float], tuple[float, float]] = ((60.0, 300.0),
+                                                                     (3500.0, 7500.0)),
+            ) -> np.ndarray:
+    """Colour the recording like a different microphone and room would: a random spectral
+    tilt (dB per octave around 1 kHz), one broad resonance or notch (one octave wide, at
+    300 Hz-4 kHz) and a random band limit (high-pass and low-pass corners drawn from
+    `band_hz`, 12 dB/octave). Applied in the frequency domain; length kept."""
+    n = wave.size
+    f = np.fft.rfftfreq(n, 1.0 / sample_rate)
+    octaves = np.log2(np.maximum(f, 1.0) / 1000.0)
+    centre = np.log2(rng.uniform(300.0, 4000.0) / 1000.0)
+    gain_db = (rng.uniform(*tilt_db_per_octave) * octaves
+               + rng.uniform(*bump_db) * np.exp(-0.5 * ((octaves - centre) / 0.5) ** 2))
+    low, high = rng.uniform(*band_hz[0]), rng.uniform(*band_hz[1])
+    gain = 10 ** (gain_db / 20)
+    gain /= np.sqrt(1 + (low / np.maximum(f, 1e-3)) ** 4)  # 2nd-order high-pass magnitude
+    gain /= np.sqrt(1 + (f / high) ** 4)  # 2nd-order low-pass magnitude
+    return np.fft.irfft(np.fft.rfft(wave) * gain, n).astype(np.float32)
+
+
 def level(wave: np.ndarray, rng: np.random.Generator, db_range=(-30.0, -6.0)) -> np.ndarray:
     """Scale to a random peak level (dBFS) drawn from `db_range`: recordings differ in level."""
     peak = float(np.max(np.abs(wave))) or 1.0

@@ -298,6 +298,7 @@ def finish(u: Utterance, native: Path, segments: list[tuple[str, float, int]], s
     window = trim_window(segments, wave.size / SAMPLE_RATE, rng)
     wave = wave[int(window[0] * SAMPLE_RATE): int(np.ceil(window[1] * SAMPLE_RATE))]
     if write_audio:
+        wave = common.channel(wave, SAMPLE_RATE, rng)  # a different microphone per recording
         wave = common.room_reverb(wave, SAMPLE_RATE, rng, rt60_range=(0.1, 0.6))
         wave = common.level(common.add_noise(wave, rng), rng)
         fs.write_bytes(fs.join(root, audio_path(u)), common.encode_audio(wave, SAMPLE_RATE))
