@@ -35,14 +35,17 @@ def conv_stage(c_in: int, c_out: int, pool: bool) -> nn.Sequential:
 
 
 class TimePool(nn.Module):
-    """`[N, C, F, T]` -> mean over T, adaptive mean over F to `bands` -> `[N, C * bands]`."""
+    """`[N, C, F, T]` -> adaptive mean over F to `bands`, then over T the mean (and, with
+    `stats`, also the standard deviation) -> `[N, C * bands]` (`[N, 2 * C * bands]`)."""
 
-    def __init__(self, bands: int) -> None:
+    def __init__(self, bands: int, stats: bool = False) -> None:
         super().__init__()
-        self.pool = nn.AdaptiveAvgPool1d(bands)
+        self.bands, self.stats = bands, stats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x.mean(dim=-1)).flatten(1)
+        x = nn.functional.adaptive_avg_pool2d(x, (self.bands, x.shape[-1]))
+        parts = [x.mean(dim=-1)] + ([x.std(dim=-1, unbiased=False)] if self.stats else [])
+        return torch.cat(parts, dim=1).flatten(1)
 
 
 def pooling(cfg: AudioEncoderConfig) -> nn.Sequential:
@@ -50,7 +53,9 @@ def pooling(cfg: AudioEncoderConfig) -> nn.Sequential:
     w = cfg.widths[-1]
     if cfg.pool == "global":
         return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return nn.Sequential(TimePool(cfg.freq_bands), nn.Linear(w * cfg.freq_bands, w))
+    stats = cfg.pool == "stats"
+    return nn.Sequential(TimePool(cfg.freq_bands, stats),
+                         nn.Linear(w * cfg.freq_bands * (2 if stats else 1), w))
 
 
 class AudioCNN(StagedEncoder):

@@ -25,8 +25,9 @@ class AudioEncoderConfig(Section):
     widths: list[int] = Field(
         default_factory=lambda: [16, 32, 64], min_length=2, description="channels per stage"
     )
-    pool: Literal["time", "global"] = Field(
+    pool: Literal["time", "stats", "global"] = Field(
         "time", description="time: mean over frames, keep `freq_bands` bands, then a Linear; "
+        "stats: mean and std over frames per band (how the sound changes), then a Linear; "
         "global: mean over frequency and time (loses where in frequency energy lies)",
     )
     freq_bands: int = Field(8, ge=1, description="frequency bands kept by pool=time")
