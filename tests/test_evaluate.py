@@ -225,3 +225,33 @@ def test_resume_does_not_duplicate_eval_records(run, archive):
     assert pretrain(run_config(archive, run, STEPS + 2))["steps"] == STEPS + 2
     assert [r["step"] for r in eval_records(run)] == [0, 2, 4, 6]
     assert train_steps(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_unknown_label_names_need_no_overrides(tmp_path):
+    """An archive whose labels are not the demo's (`label_colour`, a float `label_speed`) is
+    evaluated with discovered label sets and factors; no Ray, a random export."""
+    import pandas as pd
+
+    from raysys.data.demo import make_demo_archive
+    from raysys.embed.reference import random_export
+
+    root = tmp_path / "archive"
+    make_demo_archive(str(root), entities=48, seed=2, missing_fraction=0.0)
+    manifest = pd.read_parquet(root / "manifest.parquet")
+    manifest = manifest.rename(columns={"label": "label_colour", "label_coarse": "label_shape"})
+    manifest["label_speed"] = manifest.pop("label_tempo").astype(float) * 1.5
+    manifest = manifest.drop(columns=["label_pitch"])
+    manifest.to_parquet(root / "manifest.parquet")
+    cfg = load_config("configs/tiny.yaml", [])
+    random_export(str(root), tmp_path / "model", cfg.data, cfg.model)
+    result = evaluate_checkpoint(tmp_path / "model", str(root), tmp_path / "out",
+                                 overrides=["eval.few_shot_episodes=20"])
+    report = result.report
+    assert report["label_sets"] == {"colour": "label_colour", "shape": "label_shape"}
+    assert report["factor_kinds"] == {"colour": "categorical", "shape": "categorical",
+                                      "speed": "continuous"}
+    fused = report["models"]["trained"]["spaces"]["fused"]
+    assert fused["labels"]["colour"]["n"] == 48
+    speed = [r for r in report["models"]["classic"]["probes"] if r["factor"] == "speed"]
+    assert speed and all(r["metric"] == "R2" for r in speed)
+    assert "| colour | fused |" in (result.out / "report.md").read_text()

@@ -316,3 +316,17 @@ def test_exports_older_than_the_quality_settings_keep_their_old_values() -> None
     assert DataConfig.model_validate(meta["data"]).audio.standardize == "none"
     # a current export is left as written
     assert upgrade_meta({"model": new_model, "data": new_data})["model"] == new_model
+
+
+def test_audio_stats_pool_is_mean_and_std_per_band() -> None:
+    """pool=stats: per (channel, band) the mean and std over frames; pool=time keeps the mean."""
+    import torch
+
+    from raysys.models.audio import TimePool
+
+    x = torch.randn(3, 4, 8, 10)
+    bands = x.reshape(3, 4, 2, 4, 10).mean(3)  # 8 bins -> 2 bands
+    got = TimePool(2, stats=True)(x).reshape(3, 2, 4, 2)
+    assert torch.allclose(got[:, 0], bands.mean(-1), atol=1e-6)
+    assert torch.allclose(got[:, 1], bands.std(-1, unbiased=False), atol=1e-6)
+    assert torch.allclose(TimePool(2)(x), bands.mean(-1).flatten(1), atol=1e-6)

@@ -135,7 +135,8 @@ def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.nda
 def classic_spaces(pipe: Pipeline, frame: pd.DataFrame, modalities: list[str],
                    sample_rate: int) -> Spaces:
     """The hand-crafted baseline (raysys.eval.classic) of every entity; unreadable files are
-    absent, as in the model's spaces. Fused = concatenation of the z-scored modalities."""
+    absent, as in the model's spaces. Fused = concatenation of the z-scored modalities; the
+    factor probes read the features as the modality's `backbone`."""
     feats: dict[str, dict[int, np.ndarray]] = {m: {} for m in modalities}
     logs = pipe.info.logs
     vocab = log_vocabulary(logs.frame, logs.categorical_cols) if logs is not None else {}
@@ -166,5 +167,6 @@ def classic_spaces(pipe: Pipeline, frame: pd.DataFrame, modalities: list[str],
             emb[m][i] = np.nan_to_num(v)
         present[m] = np.isin(np.arange(n), list(rows))
     fused, any_present = fuse_concat(emb, present)
+    probe = {m: {BACKBONE: x} for m, x in emb.items()}  # the features play the backbone's part
     return Spaces("classic", {**emb, FUSED: fused}, {**present, FUSED: any_present},
-                  comparable=False)
+                  probe_spaces=probe, comparable=False)
