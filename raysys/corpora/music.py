@@ -63,7 +63,7 @@ SAMPLE_RATE = 16000
 BLOCK = 64  # FluidSynth renders in 64-frame blocks: events land on block boundaries
 TEMPO_RANGE = (60.0, 180.0)  # BPM, log-uniform; a beat = 2 of the commonest note value
 SECONDS_RANGE = (3.0, 5.0)
-MAX_NOTES = 16
+MIN_NOTES, MAX_NOTES = 6, 16  # notes a clip plays (fewer only when 6 need over 5 s)
 RELEASE_S = 0.35  # room left after the last note for its release
 VELOCITY_RANGE = (55, 110)
 ROLL_LOW, ROLL_PITCHES, ROLL_COLUMNS = 36, 64, 128  # piano roll: MIDI 36-99 x 128 columns
@@ -284,6 +284,9 @@ def plan_entity(seed: int, index: int, melodies: Sequence[Melody]) -> Plan:
     seconds_per_ql = 60.0 / (tempo * melody.beat)
     shift = (tonic - melody.tonic) % 12
     shift -= 12 * (shift > 6)
+    # a phrase needs a few notes: stretch a short draw (up to the longest clip) to fit MIN_NOTES
+    needed = melody.notes[MIN_NOTES - 1][0] * seconds_per_ql + RELEASE_S + 0.1
+    limit = max(limit, min(needed, SECONDS_RANGE[1]))
     raw = [n for n in melody.notes if n[0] * seconds_per_ql < limit - RELEASE_S][:MAX_NOTES]
     pitches = _register(np.array([p for _, _, p in raw]) + shift, instrument)
     jitter = rng.normal(0.0, 0.008, len(raw))
