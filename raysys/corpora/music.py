@@ -196,7 +196,11 @@ def _parse_melodies() -> list[Melody]:
 
     melodies = []
     for path, number in melody_sources():
-        score = corpus.parse(path, number=number) if number else corpus.parse(path)
+        try:
+            score = corpus.parse(path, number=number) if number else corpus.parse(path)
+        except Exception as e:  # music21 raises many kinds; one bad tune must not stop a build
+            print(f"[corpus music] skipping {path} #{number}: {e}", flush=True)
+            continue
         melody = extract_melody(score, _melody_id(path, number))
         if melody is not None:
             melodies.append(melody)
@@ -405,7 +409,7 @@ def piano_roll(plan: Plan) -> np.ndarray:
 
 def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
