@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import soundfile as sf
+from scipy.signal import fftconvolve
 
 from raysys.data import fs
 
@@ -50,7 +51,7 @@ def room_reverb(wave: np.ndarray, sample_rate: int, rng: np.random.Generator,
     t = np.arange(n) / sample_rate
     ir = rng.standard_normal(n) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
     ir /= np.sqrt(np.sum(ir ** 2)) + 1e-12
-    wet = np.convolve(wave, ir)[: wave.size]
+    wet = fftconvolve(wave, ir)[: wave.size]
     mix = rng.uniform(*wet_range)
     return ((1 - mix) * wave + mix * wet).astype(np.float32)
 

@@ -43,6 +43,7 @@ from PIL import Image
 from raysys.corpora.common import (
     CorpusSummary,
     add_noise,
+    channel,
     encode_audio,
     entity_rng,
     graded_relevance,
@@ -386,8 +387,8 @@ class Renderer:
 
 
 def finish_audio(dry: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """The rough edges of a real recording: a room, background noise, a recording level."""
-    wave = room_reverb(dry, SAMPLE_RATE, rng)
+    """The rough edges of a real recording: a microphone, a room, background noise, a level."""
+    wave = room_reverb(channel(dry, SAMPLE_RATE, rng), SAMPLE_RATE, rng)
     wave = add_noise(wave, rng)
     return level(wave, rng)
 
