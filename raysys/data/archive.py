@@ -9,6 +9,7 @@ once and the pipeline ships the resolved table to its workers.
 
 from __future__ import annotations
 
+import csv
 import io
 from dataclasses import asdict, dataclass, field
 
@@ -91,9 +92,45 @@ def _read_table(uri: str) -> pa.Table:
         raise ArchiveError(f"{uri}: cannot be read as {uri.rsplit('.', 1)[-1]}: {e}") from None
 
 
+def check_csv_lines(text: str, where: str) -> None:
+    """Every CSV record must be exactly one line with as many fields as the header.
+
+    A quote opened in one row and closed rows later makes the parser merge those rows into one
+    record: entities vanish and one takes another's fields. So a record spanning lines (a field
+    holding a line break), a field count unlike the header's, or a quote never closed is an
+    `ArchiveError` naming the lines (1-based, header = line 1).
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    last = 0
+    try:
+        for record in reader:
+            first, last = last + 1, reader.line_num
+            if last > first:
+                raise ArchiveError(
+                    f"{where}: lines {first}-{last}: one record spans {last - first + 1} lines "
+                    f"(a quote opened on line {first} closes on line {last}?); a field may not "
+                    "hold a line break, rows are not merged"
+                )
+            if not record:
+                continue  # a blank line
+            if header is None:
+                header = record
+            elif len(record) != len(header):
+                raise ArchiveError(f"{where}: line {last}: {len(record)} fields, the header has "
+                                   f"{len(header)} ({header})")
+    except csv.Error as e:
+        raise ArchiveError(f"{where}: line {last + 1}: {e} (a quote never closed?)") from None
+
+
 def _read_csv(uri: str) -> pa.Table:
+    try:
+        text = fs.read_bytes(uri).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ArchiveError(f"{uri}: not UTF-8 text: {e}") from None
+    check_csv_lines(text, uri)
     text_cols = {c: "string" for c in ("key", *FILE_VIEWS)}
-    frame = pd.read_csv(io.BytesIO(fs.read_bytes(uri)), dtype=text_cols, keep_default_na=False,
+    frame = pd.read_csv(io.StringIO(text), dtype=text_cols, keep_default_na=False,
                         na_values=[""])
     return pa.Table.from_pandas(frame, preserve_index=False)
 
