@@ -45,3 +45,62 @@ def test_csv_quoted_commas_blank_lines_and_crlf_still_load(tmp_path):
     assert bad == [] and manifest.keys == ["a", "b"]
     assert manifest.views["audio"][1].endswith("/b,1.wav")
     assert manifest.labels["label"].tolist() == ["x, y", "z"]
+
+
+# -- 2. odd sample rates resample in bounded memory ---------------------------------------------
+
+_RESAMPLE_PROBE = """
+import json, resource, sys
+import numpy as np
+import psutil
+import scipy.signal  # imported up front: module imports are not resampling memory
+from raysys.data import decode as d
+d.resample(np.zeros(4410, np.float32), 44100, 16000)  # torch warmed up
+# a safety cap: a runaway kernel fails here instead of eating the machine
+rss = psutil.Process().memory_info().rss
+resource.setrlimit(resource.RLIMIT_DATA, (rss + 2**31, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+out = {}
+for rate in map(int, sys.argv[1:]):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t = np.arange(2 * rate) / rate
+    wave = (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    try:
+        y = d.resample(wave, rate, 16000)
+    except Exception as e:
+        out[rate] = {"error": f"{type(e).__name__}: {e}"[:200]}
+        continue
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y)), n=16 * len(y)))
+    freq = float(np.argmax(spectrum)) * 16000 / (16 * len(y))
+    out[rate] = {"peak_mib": peak, "freq": freq, "n": len(y), "dtype": str(y.dtype)}
+print(json.dumps(out))
+"""
+
+
+def test_odd_sample_rates_resample_in_bounded_memory_and_keep_pitch(tmp_path):
+    """8001 and 22051 Hz share no factor with 16000: torchaudio's kernel alone took 5-12 GB."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _RESAMPLE_PROBE, "8001", "22051"], env=env,
+                          capture_output=True, text=True, timeout=120, check=True)
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for rate in ("8001", "22051"):
+        r = got[rate]
+        assert "error" not in r, (rate, r)
+        assert r["peak_mib"] < 64, (rate, r)  # was > 2 GiB (the cap) before
+        assert abs(r["freq"] - 440.0) < 0.2, (rate, r)  # the pitch is kept
+        assert r["n"] == -(-2 * int(rate) * 16000 // int(rate)) and r["dtype"] == "float32"
+
+
+def test_resample_factors_are_exact_or_bounded():
+    from raysys.data.decode import RESAMPLE_MAX_FACTOR, resample_factors
+
+    assert resample_factors(44100, 16000) == (441, 160)
+    assert resample_factors(8001, 16000) == (8001, 16000)
+    down, up = resample_factors(1_000_003, 16000)
+    assert max(down, up) <= RESAMPLE_MAX_FACTOR
+    assert abs(up / down / (16000 / 1_000_003) - 1) < 1e-5  # 0.01 cent
