@@ -104,3 +104,63 @@ def test_resample_factors_are_exact_or_bounded():
     down, up = resample_factors(1_000_003, 16000)
     assert max(down, up) <= RESAMPLE_MAX_FACTOR
     assert abs(up / down / (16000 / 1_000_003) - 1) < 1e-5  # 0.01 cent
+
+
+# -- 3. an archive without logs.parquet: the tabular modality is absent -------------------------
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> str:
+    """An 8-entity demo archive (every test copies it before breaking it)."""
+    from raysys.data.demo import make_demo_archive
+
+    root = tmp_path_factory.mktemp("small") / "demo"
+    make_demo_archive(str(root), entities=8, seed=5, missing_fraction=0.0)
+    return str(root)
+
+
+def copy_archive(src: str, dst) -> str:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return str(dst)
+
+
+def build_rows(pipe, split: str = "all") -> dict:
+    """Decode and build every entity of a split in-process (the pipeline's RowBuilder, no Ray)."""
+    from raysys.data.rows import RowBuilder
+
+    plan = pipe.plan(split, shuffle=False).rows()
+    return RowBuilder(pipe.cfg, pipe.stats, pipe.info.logs)(plan)
+
+
+def test_no_logs_parquet_makes_tabular_absent_not_a_crash(small_demo, tmp_path):
+    from raysys.data.config import DataConfig
+    from raysys.data.pipeline import open_archive
+
+    root = copy_archive(small_demo, tmp_path / "nologs")
+    (tmp_path / "nologs" / "logs.parquet").unlink()
+    pipe = open_archive(root, DataConfig(clip_seconds=0.5, image_size=32))
+    assert pipe.cfg.modalities == ["audio", "image"]
+    assert len(pipe.notes) == 1 and "no logs.parquet: the tabular modality is absent" in (
+        pipe.notes[0])
+    rows = build_rows(pipe)
+    assert rows["audio_present"].all() and rows["image_present"].all()
+    assert "tabular_present" not in rows and not any(rows["error.tabular"])
+    with pytest.raises(ArchiveError, match="no logs.parquet, and data.modalities is"):
+        open_archive(root, DataConfig(modalities=["tabular"]))
+
+
+def test_no_logs_parquet_pretraining_prepares_a_model_without_tabular(small_demo, tmp_path):
+    from raysys.config import load_config
+    from raysys.models.multimodal import MultiViewModel
+    from raysys.train.driver import prepare
+    from raysys.train.loop import model_inputs
+
+    root = copy_archive(small_demo, tmp_path / "nologs")
+    (tmp_path / "nologs" / "logs.parquet").unlink()
+    cfg = load_config("configs/tiny.yaml", [f"archive={root}", f"out={tmp_path}/run"])
+    pipe = prepare(cfg)
+    assert cfg.data.modalities == ["audio", "image"]
+    model = MultiViewModel(cfg.model, model_inputs(cfg, pipe))
+    assert set(model.encoders) == {"audio", "image"}

@@ -82,6 +82,7 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
     relevance = info.relevance.frame if info.relevance is not None else None
     return {
         "archive": info.root,
+        "notes": list(pipe.notes),
         "entities": len(pipe.entities),
         "entities_usable": tally.usable,
         "split": pipe.entities.frame["split"].value_counts().to_dict(),
@@ -133,6 +134,8 @@ def inspect_archive(
 def print_summary(summary: dict[str, Any], *, out_dir: str | None = None) -> None:
     print(f"archive {summary['archive']}: {summary['entities']} entities "
           f"({summary['entities_usable']} with at least one usable view), split {summary['split']}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
     print(f"{'view':<9}{'given':>8}{'missing':>9}{'present':>9}{'bad':>6}")
     for view, v in summary["views"].items():
         print(f"{view:<9}{v['given']:>8}{v['missing']:>9}{v['present']:>9}{v['bad']:>6}")
