@@ -164,3 +164,42 @@ def test_no_logs_parquet_pretraining_prepares_a_model_without_tabular(small_demo
     assert cfg.data.modalities == ["audio", "image"]
     model = MultiViewModel(cfg.model, model_inputs(cfg, pipe))
     assert set(model.encoders) == {"audio", "image"}
+
+
+# -- 4. finite but huge float audio: non-finite features are quarantined ------------------------
+
+
+def manifest_frame(root: str):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(f"{root}/manifest.parquet").to_pandas()
+
+
+def write_float_wav(path: str, value: float, rate: int = 16000, seconds: float = 1.0) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(rate * seconds)) / rate
+    sf.write(path, (value * np.sin(2 * np.pi * 220 * t)).astype(np.float32), rate,
+             format="WAV", subtype="FLOAT")
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_huge_float_audio_is_quarantined_with_its_reason(small_demo, tmp_path, augment):
+    import numpy as np
+
+    from raysys.data.config import DataConfig
+    from raysys.data.pipeline import open_archive
+
+    root = copy_archive(small_demo, tmp_path / "huge")
+    frame = manifest_frame(root)
+    victim = frame["key"].iloc[2]
+    write_float_wav(f"{root}/{frame['audio'].iloc[2]}", 1e30)  # finite, but power overflows
+    cfg = DataConfig(clip_seconds=0.5, image_size=32)
+    cfg.augment.enabled = augment
+    rows = build_rows(open_archive(root, cfg))
+    bad = rows["key"] == victim
+    assert str(rows["error.audio"][bad][0]).startswith("non-finite features: ")
+    assert not rows["audio_present"][bad][0] and rows["image_present"][bad][0]
+    assert rows["audio_present"][~bad].all() and not any(rows["error.audio"][~bad])
+    assert np.isfinite(rows["audio"]).all()

@@ -114,7 +114,7 @@ class RowBuilder:
                     sources["tabular"], epoch=int(row["epoch"]),
                 )
             except ViewError as e:
-                errors[e.modality] = f"unusable {e.modality}: {e}"
+                errors[e.modality] = f"{e.reason}: {e.detail}"
                 sources[e.modality] = None
         raise RuntimeError("view building kept failing")
 
