@@ -203,3 +203,104 @@ def test_huge_float_audio_is_quarantined_with_its_reason(small_demo, tmp_path, a
     assert not rows["audio_present"][bad][0] and rows["image_present"][bad][0]
     assert rows["audio_present"][~bad].all() and not any(rows["error.audio"][~bad])
     assert np.isfinite(rows["audio"]).all()
+
+
+# -- 5. a FIFO or other non-regular file never hangs a job --------------------------------------
+
+
+def _in_thread(fn, timeout_s: float):
+    """fn() in a daemon thread: (finished, result or exception). A hang is a test failure, not a
+    hung test session."""
+    import threading
+
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - returned to the test
+            box["value"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive(), box.get("value")
+
+
+def _release_fifo(path: str) -> None:
+    """Let a reader stuck on the FIFO go (it sees a writer, then EOF)."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError):  # no reader left
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def test_fifo_and_devices_are_not_read(tmp_path):
+    import os
+
+    from raysys.data import decode as d
+
+    fifo = str(tmp_path / "a.wav")
+    os.mkfifo(fifo)
+    os.symlink(fifo, tmp_path / "link.png")
+    try:
+        for load, uri in ((lambda u: d.load_audio(u, sample_rate=16000), fifo),
+                          (d.load_image, str(tmp_path / "link.png"))):
+            finished, got = _in_thread(lambda load=load, uri=uri: load(uri), 5.0)
+            assert finished, f"reading {uri} hung"
+            assert isinstance(got, d.DecodeError) and got.reason == d.NOT_REGULAR_FILE, got
+            assert "is a FIFO, not a regular file" in got.detail
+    finally:
+        _release_fifo(fifo)
+    with pytest.raises(d.DecodeError, match="is a character device, not a regular file"):
+        d.load_image("/dev/zero")  # would never end
+    with pytest.raises(d.DecodeError, match="is a directory"):
+        d.load_image(str(tmp_path))
+
+
+def test_a_stuck_read_times_out(tmp_path):
+    import os
+    import time
+
+    from raysys.data import fs
+
+    fifo = str(tmp_path / "stuck")
+    os.mkfifo(fifo)
+
+    def stuck() -> bytes:
+        with open(fifo, "rb") as f:
+            return f.read()
+
+    start = time.monotonic()
+    try:  # a real stuck read: a blocking open of a FIFO nobody writes
+        with pytest.raises(fs.ReadTimeout, match=r"stuck: no result after 0\.5 s"):
+            fs.call_with_timeout(stuck, 0.5, "stuck")
+    finally:
+        _release_fifo(fifo)
+    assert time.monotonic() - start < 3
+    assert fs.call_with_timeout(lambda: 7, 0.5, "quick") == 7
+    with pytest.raises(ZeroDivisionError):
+        fs.call_with_timeout(lambda: 1 / 0, 0.5, "fails")
+
+
+def test_fifo_media_path_is_a_quarantined_record(small_demo, tmp_path):
+    import os
+
+    from raysys.data.config import DataConfig
+    from raysys.data.pipeline import open_archive
+
+    root = copy_archive(small_demo, tmp_path / "fifo")
+    frame = manifest_frame(root)
+    victim, image = frame["key"].iloc[1], f"{root}/{frame['image'].iloc[1]}"
+    os.unlink(image)
+    os.mkfifo(image)
+    pipe = open_archive(root, DataConfig(clip_seconds=0.5, image_size=32))
+    try:
+        finished, rows = _in_thread(lambda: build_rows(pipe), 60.0)
+    finally:
+        _release_fifo(image)
+    assert finished, "a FIFO hung the decode"
+    bad = rows["key"] == victim
+    assert str(rows["error.image"][bad][0]).startswith("not a regular file: ")
+    assert rows["image_present"].sum() == len(frame) - 1 and rows["audio_present"].all()

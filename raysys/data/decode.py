@@ -30,6 +30,9 @@ from raysys.data import fs
 EMPTY_FILE = "empty file"
 FILE_NOT_FOUND = "file not found"
 READ_ERROR = "read error"
+NOT_REGULAR_FILE = "not a regular file"
+READ_TIMEOUT = "read timeout"
+READ_TIMEOUT_S = 60.0  # default limit of one read attempt (`data.read_timeout_s`)
 NOT_AUDIO = "not a WAV/FLAC/OGG file"
 UNSUPPORTED_AUDIO = "unsupported audio format"
 CORRUPT_AUDIO_HEADER = "corrupt audio header"
@@ -267,28 +270,35 @@ def decode_image(data: bytes) -> np.ndarray:
     return array
 
 
-def fetch(uri: str, *, retries: int = 3) -> bytes:
-    """`fs.read_bytes` with I/O failures turned into DecodeError (file not found / read error)."""
+def fetch(uri: str, *, retries: int = 3, timeout_s: float | None = READ_TIMEOUT_S) -> bytes:
+    """`fs.read_bytes` with I/O failures turned into DecodeError (file not found, not a regular
+    file, read timeout, read error). Only regular files are read; each attempt is bounded."""
     try:
-        return fs.read_bytes(uri, retries=retries)
+        return fs.read_bytes(uri, retries=retries, timeout_s=timeout_s)
     except FileNotFoundError:
         raise DecodeError(FILE_NOT_FOUND, uri) from None
+    except fs.NotARegularFile as e:
+        raise DecodeError(NOT_REGULAR_FILE, str(e)) from None
+    except fs.ReadTimeout as e:
+        raise DecodeError(READ_TIMEOUT, str(e)) from None
     except (OSError, ValueError) as e:
         raise DecodeError(READ_ERROR, f"{uri}: {e}") from None
 
 
 def load_audio(
-    uri: str, *, sample_rate: int, clip_samples: int | None = None, offset: int = 0
+    uri: str, *, sample_rate: int, clip_samples: int | None = None, offset: int = 0,
+    timeout_s: float | None = READ_TIMEOUT_S,
 ) -> tuple[np.ndarray, AudioInfo]:
     """Read + `decode_audio`; every failure is a DecodeError."""
     return decode_audio(
-        fetch(uri), sample_rate=sample_rate, clip_samples=clip_samples, offset=offset
+        fetch(uri, timeout_s=timeout_s), sample_rate=sample_rate, clip_samples=clip_samples,
+        offset=offset,
     )
 
 
-def load_image(uri: str) -> np.ndarray:
+def load_image(uri: str, *, timeout_s: float | None = READ_TIMEOUT_S) -> np.ndarray:
     """Read + `decode_image`; every failure is a DecodeError."""
-    return decode_image(fetch(uri))
+    return decode_image(fetch(uri, timeout_s=timeout_s))
 
 
 NON_NUMERIC = "non-numeric value"
