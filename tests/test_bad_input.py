@@ -304,3 +304,45 @@ def test_fifo_media_path_is_a_quarantined_record(small_demo, tmp_path):
     bad = rows["key"] == victim
     assert str(rows["error.image"][bad][0]).startswith("not a regular file: ")
     assert rows["image_present"].sum() == len(frame) - 1 and rows["audio_present"].all()
+
+
+# -- 8. a log view with every row unusable is quarantined AND absent ----------------------------
+
+
+def test_all_unusable_log_rows_are_quarantined_and_absent(small_demo, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysys.data.config import DataConfig
+    from raysys.data.pipeline import open_archive
+
+    root = copy_archive(small_demo, tmp_path / "unusable")
+    logs = pq.read_table(f"{root}/logs.parquet").to_pandas()
+    victim = manifest_frame(root)["key"].iloc[3]
+    rows = (logs["key"] == victim).to_numpy()
+    for column in logs.columns.drop(["key", "time"], errors="ignore"):
+        logs[column] = logs[column].astype(object)
+        logs.loc[rows, column] = None  # null numbers and categories: nothing usable
+    pq.write_table(pa.Table.from_pandas(logs, preserve_index=False), f"{root}/logs.parquet")
+    pipe = open_archive(root, DataConfig(clip_seconds=0.5, image_size=32))
+    bad = [(r.key, r.view, r.reason) for r in pipe.info.bad]
+    assert bad == [(victim, "tabular", "all log rows unusable")]
+    assert victim not in pipe.info.logs.spans
+    assert not pipe.entities.frame.set_index("key").loc[victim, "has_logs"]
+    built = build_rows(pipe)
+    is_victim = built["key"] == victim
+    assert not built["tabular_present"][is_victim][0]
+    assert built["tabular_present"][~is_victim].all()
+
+
+# -- 9. zero usable entities is an error ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["key,audio,image\n", "key,audio,image\na,,\nb,,\n"])
+def test_no_usable_entity_is_an_error(tmp_path, text):
+    from raysys.data.config import DataConfig
+    from raysys.data.pipeline import open_archive
+
+    root = _write_csv(tmp_path / "arch", text)
+    with pytest.raises(ArchiveError, match=r"manifest\.csv: no usable entity"):
+        open_archive(root, DataConfig())  # what inspect, pretraining and evaluation open

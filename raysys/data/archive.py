@@ -308,9 +308,12 @@ def load_logs(root: str, known_keys: set[str]) -> tuple[Logs | None, list[BadRec
     frame = frame[known].sort_values(order, kind="stable", na_position="last")
     frame = frame.reset_index(drop=True)
     frame, problems = clean_log_rows(frame, numeric, categorical)
-    for p in problems:
-        if p.reason == ALL_ROWS_UNUSABLE:
-            bad.append(BadRecord(p.key, "tabular", where, ALL_ROWS_UNUSABLE))
+    unusable = sorted({p.key for p in problems if p.reason == ALL_ROWS_UNUSABLE})
+    rows_of = frame["key"].value_counts()
+    bad += [BadRecord(k, "tabular", where, ALL_ROWS_UNUSABLE, f"{int(rows_of[k])} rows")
+            for k in unusable]
+    # quarantined means absent: those keys keep no rows, so they have no tabular view
+    frame = frame[~frame["key"].isin(unusable)].reset_index(drop=True)
     spans = _key_spans(frame["key"].to_numpy())
     return Logs(where, frame, numeric, categorical, time_col, problems, spans), bad
 
@@ -417,3 +420,17 @@ def load_archive(root: str) -> ArchiveInfo:
     logs, logs_bad = load_logs(root, known)
     relevance, relevance_bad = load_relevance(root, known)
     return ArchiveInfo(root, manifest, logs, relevance, bad + logs_bad + relevance_bad)
+
+
+def require_usable_entity(info: ArchiveInfo) -> None:
+    """ArchiveError unless some entity has a file location or usable log rows (the pipeline's
+    check: an archive with nothing to read must not pass as a 0-entity success)."""
+    manifest = info.manifest
+    spans = info.logs.spans if info.logs is not None else {}
+    for i, key in enumerate(manifest.keys):
+        if key in spans or any(manifest.views[v][i] is not None for v in FILE_VIEWS):
+            return
+    raise ArchiveError(
+        f"{manifest.path}: no usable entity: {len(manifest)} unique keys, none with an audio or "
+        f"image location or usable log rows"
+    )

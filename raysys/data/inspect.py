@@ -17,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from raysys.data import fs
+from raysys.data.archive import ALL_ROWS_UNUSABLE
 from raysys.data.config import DataConfig
 from raysys.data.pipeline import open_archive
 from raysys.data.quarantine import QuarantineLog
@@ -60,10 +61,12 @@ class _Tally:
 
 def _views_summary(pipe: Any, tally: _Tally, q: QuarantineLog) -> dict[str, Any]:
     frame = pipe.entities.frame
+    unusable_logs = sum(r.view == "tabular" and r.reason == ALL_ROWS_UNUSABLE
+                        for r in pipe.info.bad)  # given, but quarantined: absent
     given = {
         "audio": int(frame["audio"].notna().sum()),
         "image": int(frame["image"].notna().sum()),
-        "tabular": int(frame["has_logs"].sum()),
+        "tabular": int(frame["has_logs"].sum()) + unusable_logs,
     }
     return {
         view: {

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from raysys.data.archive import LOGS_FILE, ArchiveError, ArchiveInfo, load_archive
+from raysys.data.archive import (
+    LOGS_FILE,
+    ArchiveError,
+    ArchiveInfo,
+    load_archive,
+    require_usable_entity,
+)
 from raysys.data.batch import HeteroBatch
 from raysys.data.config import DataConfig
 from raysys.data.features import TabularStats
@@ -161,6 +167,7 @@ def open_archive(archive: str, cfg: DataConfig) -> Pipeline:
     `Pipeline.cfg` is `cfg` less the modalities the archive lacks (`Pipeline.notes` says why).
     """
     info = load_archive(archive)
+    require_usable_entity(info)
     cfg, notes = absent_modalities(info, cfg)
     entities = EntityTable.build(
         info, max_candidates=cfg.max_candidates, eval_fraction=cfg.eval_fraction, seed=cfg.seed
