@@ -346,3 +346,41 @@ def test_no_usable_entity_is_an_error(tmp_path, text):
     root = _write_csv(tmp_path / "arch", text)
     with pytest.raises(ArchiveError, match=r"manifest\.csv: no usable entity"):
         open_archive(root, DataConfig())  # what inspect, pretraining and evaluation open
+
+
+# -- 7. text and +-inf in numeric log columns are reported per column, with examples -------------
+
+
+def test_text_and_inf_log_cells_are_counted_per_column_with_examples(tmp_path):
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysys.data.archive import load_archive, masked_cell_records, masked_cells
+    from raysys.data.quarantine import QuarantineLog
+
+    root = tmp_path / "arch"
+    root.mkdir()
+    pq.write_table(pa.table({"key": ["a", "b"], "audio": ["a.wav", "b.wav"]}),
+                   root / "manifest.parquet")
+    level = ["1.0", "abc", "2.0", "inf"] + [f"{i}.5" for i in range(19)] + ["x"]  # 92% numbers
+    speed = [1.0, np.inf, -np.inf] + [1.0] * 21
+    keys = ["a"] * 12 + ["b"] * 12
+    pq.write_table(pa.table({"key": keys, "level": level, "speed": speed}),
+                   root / "logs.parquet")
+    logs = load_archive(str(root)).logs
+    cells = masked_cells(logs)
+    assert cells["level"]["non-numeric value"] == {
+        "count": 2, "examples": ["a row 2: 'abc'", "b row 24: 'x'"]}
+    assert cells["level"]["infinite value"]["count"] == 1
+    assert cells["speed"]["infinite value"] == {
+        "count": 2, "examples": ["a row 2: 'inf'", "a row 3: '-inf'"]}
+    q = QuarantineLog()
+    q.add_masked(masked_cell_records(logs))
+    assert q.total_bad == 0  # masked cells are reported, not bad records
+    q.write(str(tmp_path / "quarantine.parquet"))
+    table = pq.read_table(tmp_path / "quarantine.parquet").to_pandas()
+    assert len(table) == 4 and set(table["view"]) == {"tabular"}
+    row = table[(table["key"] == "a") & (table["reason"] == "infinite value")
+                & table["detail"].str.startswith("column 'speed'")].iloc[0]
+    assert row["detail"] == "column 'speed': 2 cells masked, e.g. row 2: 'inf', row 3: '-inf'"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -243,7 +244,7 @@ class Logs:
     numeric_cols: list[str]
     categorical_cols: list[str]
     time_col: str | None
-    problems: list[LogProblem] = field(default_factory=list)
+    problems: list[LogProblem] = field(default_factory=list)  # rows: 1-based in the file
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -306,8 +307,11 @@ def load_logs(root: str, known_keys: set[str]) -> tuple[Logs | None, list[BadRec
     bad = [BadRecord(k, "tabular", where, UNKNOWN_KEY) for k in sorted(set(frame["key"][~known]))]
     order = ["key", time_col] if time_col else ["key"]
     frame = frame[known].sort_values(order, kind="stable", na_position="last")
+    file_rows = frame.index.to_numpy()  # 0-based positions in logs.parquet
     frame = frame.reset_index(drop=True)
     frame, problems = clean_log_rows(frame, numeric, categorical)
+    problems = [p if p.row is None else replace(p, row=int(file_rows[p.row]) + 1)
+                for p in problems]  # rows as in the file: 1-based
     unusable = sorted({p.key for p in problems if p.reason == ALL_ROWS_UNUSABLE})
     rows_of = frame["key"].value_counts()
     bad += [BadRecord(k, "tabular", where, ALL_ROWS_UNUSABLE, f"{int(rows_of[k])} rows")
@@ -316,6 +320,37 @@ def load_logs(root: str, known_keys: set[str]) -> tuple[Logs | None, list[BadRec
     frame = frame[~frame["key"].isin(unusable)].reset_index(drop=True)
     spans = _key_spans(frame["key"].to_numpy())
     return Logs(where, frame, numeric, categorical, time_col, problems, spans), bad
+
+
+def masked_cells(logs: Logs | None, examples: int = 3) -> dict[str, dict[str, Any]]:
+    """Cell problems of numeric log columns (text, +-inf), masked by the pipeline:
+    column -> reason -> {"count": cells, "examples": ["key row N: 'value'", ...]}."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in logs.problems if logs is not None else []:
+        if p.column is None:
+            continue
+        entry = out.setdefault(p.column, {}).setdefault(p.reason, {"count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < examples:
+            entry["examples"].append(f"{p.key} row {p.row}: {p.value!r}")
+    return out
+
+
+def masked_cell_records(logs: Logs | None) -> list[BadRecord]:
+    """One quarantine row per (key, column, reason) of masked cells: the count and the first
+    values. These cells are masked, not records lost: they do not count as bad records."""
+    if logs is None:
+        return []
+    groups: dict[tuple[str, str, str], list[LogProblem]] = {}
+    for p in logs.problems:
+        if p.column is not None:
+            groups.setdefault((p.key, p.column, p.reason), []).append(p)
+    return [
+        BadRecord(key, "tabular", logs.path, reason,
+                  f"column {column!r}: {len(ps)} cells masked, e.g. "
+                  + ", ".join(f"row {p.row}: {p.value!r}" for p in ps[:3]))
+        for (key, column, reason), ps in sorted(groups.items())
+    ]
 
 
 RELEVANCE_COLUMNS = ("query", "candidate", "relevance")

@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from raysys.data import fs
-from raysys.data.archive import ALL_ROWS_UNUSABLE
+from raysys.data.archive import ALL_ROWS_UNUSABLE, masked_cell_records, masked_cells
 from raysys.data.config import DataConfig
 from raysys.data.pipeline import open_archive
 from raysys.data.quarantine import QuarantineLog
@@ -95,6 +95,7 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
         "image_sizes": dict(tally.sizes.most_common(10)),
         "log_rows_per_entity": _describe(tally.log_rows),
         "tabular_stats": pipe.stats.to_dict() if pipe.stats is not None else None,
+        "masked_log_cells": masked_cells(info.logs),
         "relevance": None if relevance is None else {
             "rows": len(relevance),
             "queries": int(relevance["query"].nunique()),
@@ -119,6 +120,7 @@ def inspect_archive(
     pipe = open_archive(archive, cfg)
     q = QuarantineLog()
     q.add_archive_records(pipe.info.bad)
+    q.add_masked(masked_cell_records(pipe.info.logs))
     tally = _Tally()
     ds = pipe.dataset("all", augment=False, shuffle=False)
     bar = tqdm(total=len(pipe.entities), unit="entity", desc="inspect", disable=not progress)
@@ -148,6 +150,10 @@ def print_summary(summary: dict[str, Any], *, out_dir: str | None = None) -> Non
               f"sample rates {summary['audio_sample_rates']}")
     if summary["image_sizes"]:
         print(f"images: {summary['image_sizes']}")
+    for column, reasons in summary.get("masked_log_cells", {}).items():
+        for reason, entry in reasons.items():
+            print(f"logs: column {column!r}: {entry['count']} cells masked ({reason}), e.g. "
+                  f"{'; '.join(entry['examples'])}")
     if summary["relevance"]:
         r = summary["relevance"]
         print(f"relevance: {r['rows']} ratings for {r['queries']} queries")

@@ -36,6 +36,12 @@ class QuarantineLog:
     records: list[BadRecord] = field(default_factory=list)
     attempted: Counter = field(default_factory=Counter)
     bad: Counter = field(default_factory=Counter)
+    masked: list[BadRecord] = field(default_factory=list)  # masked log cells: not bad records
+
+    def add_masked(self, records: list[BadRecord]) -> None:
+        """Problems that were masked, not quarantined (text / +-inf log cells): written to
+        quarantine.parquet, never counted as bad records."""
+        self.masked.extend(records)
 
     def add_archive_records(self, records: list[BadRecord]) -> None:
         for r in records:
@@ -86,5 +92,6 @@ class QuarantineLog:
         )
 
     def write(self, uri: str) -> None:
-        """Write quarantine.parquet (key, view, path, reason, detail); empty file if none."""
-        fs.write_parquet(uri, bad_records_table(self.records))
+        """Write quarantine.parquet (key, view, path, reason, detail): the bad records, then
+        the masked cells; an empty file if none."""
+        fs.write_parquet(uri, bad_records_table(self.records + self.masked))
