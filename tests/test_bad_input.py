@@ -384,3 +384,40 @@ def test_text_and_inf_log_cells_are_counted_per_column_with_examples(tmp_path):
     row = table[(table["key"] == "a") & (table["reason"] == "infinite value")
                 & table["detail"].str.startswith("column 'speed'")].iloc[0]
     assert row["detail"] == "column 'speed': 2 cells masked, e.g. row 2: 'inf', row 3: '-inf'"
+
+
+# -- 6. bad relevance ratings count in ratings, with one rule for inspect and pretraining --------
+
+
+def _write_ratings(root: str, keys: list[str], n: int, bad: int) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pairs = [(q, c) for q in keys for c in keys if q != c][:n]
+    ratings = [150.0 if i < bad else 50.0 for i in range(n)]  # `bad` out of range
+    pq.write_table(pa.table({"query": [q for q, _ in pairs], "candidate": [c for _, c in pairs],
+                             "relevance": ratings}), f"{root}/relevance.parquet")
+
+
+def test_bad_ratings_are_counted_in_ratings_not_views(small_demo, tmp_path):
+    from raysys.config import load_config
+    from raysys.data.archive import load_archive
+    from raysys.data.quarantine import QuarantineLog, TooManyBadRecords, ratings_problem
+    from raysys.train.driver import prepare
+
+    root = copy_archive(small_demo, tmp_path / "ratings")
+    keys = manifest_frame(root)["key"].tolist()
+    _write_ratings(root, keys, 50, bad=2)  # 4 % of the ratings
+    info = load_archive(root)
+    q = QuarantineLog()
+    q.add_archive_records(info.bad)
+    assert q.total_bad == 0 and q.bad_fraction == 0.0  # views are untouched (was 2 of 2)
+    assert ratings_problem(info, 0.05) is None
+    cfg = load_config("configs/tiny.yaml", [f"archive={root}", f"out={tmp_path}/run"])
+    prepare(cfg)  # pretraining accepts what inspect accepts
+    _write_ratings(root, keys, 50, bad=5)  # 10 %
+    message = ratings_problem(load_archive(root), 0.05)
+    assert message and "5 of 50 relevance ratings are bad (10.0% > data.max_bad_fraction=5.0%)" in (
+        message)
+    with pytest.raises(TooManyBadRecords, match="5 of 50 relevance ratings are bad"):
+        prepare(cfg)  # and refuses what inspect refuses

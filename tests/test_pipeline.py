@@ -127,7 +127,9 @@ def test_corrupt_zoo_exact_counts(ray_session, tmp_path) -> None:
     assert got == want | expected.archive_bad
     assert len(got) == len(quarantine)  # each bad record exactly once
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert saved["bad_records"] == len(quarantine)
+    ratings = saved["bad_ratings"]  # counted in ratings, not against views
+    assert ratings["bad"] == sum(v == "relevance" for _, v, _ in expected.archive_bad)
+    assert saved["bad_records"] + ratings["bad"] == len(quarantine)
     cells = Counter()
     for reasons in saved["masked_log_cells"].values():
         cells.update({reason: entry["count"] for reason, entry in reasons.items()})

@@ -367,6 +367,7 @@ class Relevance:
 
     path: str
     frame: pd.DataFrame
+    rows: int = 0  # rows in the file, bad ones included (the unit of bad ratings)
 
     def lists(self, max_candidates: int) -> dict[str, tuple[list[str], list[float]]]:
         """query -> (candidates, ratings), best first, at most `max_candidates` each."""
@@ -433,7 +434,7 @@ def load_relevance(root: str, known_keys: set[str]) -> tuple[Relevance | None, l
     ]
     good = frame[reasons == ""].reset_index(drop=True)
     good["relevance"] = good["relevance"].astype("float64")
-    return Relevance(where, good), bad
+    return Relevance(where, good, len(frame)), bad
 
 
 @dataclass

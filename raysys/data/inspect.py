@@ -20,7 +20,7 @@ from raysys.data import fs
 from raysys.data.archive import ALL_ROWS_UNUSABLE, masked_cell_records, masked_cells
 from raysys.data.config import DataConfig
 from raysys.data.pipeline import open_archive
-from raysys.data.quarantine import QuarantineLog
+from raysys.data.quarantine import QuarantineLog, ratings_problem, ratings_share
 
 VIEWS = ("audio", "image", "tabular")
 
@@ -105,9 +105,11 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
         "bad_records": q.total_bad,
         "records_attempted": q.total_attempted,
         "bad_fraction": q.bad_fraction,
+        "bad_ratings": dict(zip(("bad", "of"), ratings_share(info), strict=True)),
         "bad_reasons": dict(Counter(f"{r.view}: {r.reason}" for r in q.records).most_common()),
         "max_bad_fraction": pipe.cfg.max_bad_fraction,
-        "ok": q.bad_fraction <= pipe.cfg.max_bad_fraction,
+        "ok": q.bad_fraction <= pipe.cfg.max_bad_fraction and ratings_problem(
+            info, pipe.cfg.max_bad_fraction) is None,
         "seconds": round(seconds, 2),
     }
 
@@ -159,10 +161,14 @@ def print_summary(summary: dict[str, Any], *, out_dir: str | None = None) -> Non
         print(f"relevance: {r['rows']} ratings for {r['queries']} queries")
     print(f"bad records: {summary['bad_records']} of {summary['records_attempted']} "
           f"({summary['bad_fraction']:.1%}; limit {summary['max_bad_fraction']:.1%})")
+    ratings = summary.get("bad_ratings", {"bad": 0, "of": 0})
+    if ratings["of"]:
+        print(f"bad relevance ratings: {ratings['bad']} of {ratings['of']} "
+              f"({ratings['bad'] / ratings['of']:.1%}; limit {summary['max_bad_fraction']:.1%})")
     for reason, n in list(summary["bad_reasons"].items())[:8]:
         print(f"  {n:>5}  {reason}")
     if out_dir:
         written = [fs.join(out_dir, n) for n in ("summary.json", "quarantine.parquet")]
         print(f"wrote {written[0]} and {written[1]}")
     if not summary["ok"]:
-        print("FAILED: bad share above data.max_bad_fraction")
+        print("FAILED: bad share (of views or of ratings) above data.max_bad_fraction")
