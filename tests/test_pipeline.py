@@ -4,6 +4,7 @@ sharding, quarantine of a corrupt-file zoo with exact counts, the bad-share guar
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -11,6 +12,7 @@ import pytest
 
 from raysys.data.batch import HeteroBatch
 from raysys.data.config import DataConfig
+from raysys.data.decode import ALL_ROWS_UNUSABLE, INFINITE_VALUE, NON_NUMERIC
 from raysys.data.inspect import inspect_archive
 from raysys.data.pipeline import iter_hetero_batches, open_archive
 from raysys.data.quarantine import QuarantineLog, TooManyBadRecords
@@ -117,13 +119,22 @@ def test_corrupt_zoo_exact_counts(ray_session, tmp_path) -> None:
         bad += sum(v == view for _, v, _ in expected.archive_bad)  # e.g. an unusable URI
         assert summary["views"][view]["present"] == good, view  # every good record kept
         assert summary["views"][view]["bad"] == bad, view
-    quarantine = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pandas()
+    table = pq.read_table(tmp_path / "out" / "quarantine.parquet").to_pandas()
+    masked = table["reason"].isin([NON_NUMERIC, INFINITE_VALUE]).to_numpy()  # cells, not records
+    quarantine = table[~masked]
     got = set(zip(quarantine["key"], quarantine["view"], quarantine["reason"], strict=True))
     want = {(k, v, r) for (k, v), r in expected.decode.items() if r is not None}
     assert got == want | expected.archive_bad
     assert len(got) == len(quarantine)  # each bad record exactly once
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert saved["bad_records"] == len(quarantine)
+    ratings = saved["bad_ratings"]  # counted in ratings, not against views
+    assert ratings["bad"] == sum(v == "relevance" for _, v, _ in expected.archive_bad)
+    assert saved["bad_records"] + ratings["bad"] == len(quarantine)
+    cells = Counter()
+    for reasons in saved["masked_log_cells"].values():
+        cells.update({reason: entry["count"] for reason, entry in reasons.items()})
+    assert cells == {r: n for r, n in expected.log_problems.items() if r != ALL_ROWS_UNUSABLE}
+    assert set(table["key"][masked]) == {"truncated-wav", "logs-only"}
 
 
 def test_bad_share_guard(ray_session, tmp_path) -> None:

@@ -138,7 +138,9 @@ def test_nonfinite_skip_leaves_weights_and_optimizer(gloo_group, real_batch, tmp
     moments = {k: v.clone() for k, v in tr.optimizer.state_dict()["base_optimizer_state"]
                ["state"][0].items()}
     assert not tr.micro_step(poisoned(batch), stats)
-    assert "step 1: non-finite loss (terms: binary" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "step 1: non-finite loss (terms: binary" in printed
+    assert f"rank 0: non-finite embeddings of entities {batch.keys[0]}, " in printed
     after = snapshot(tr.module)
     assert all(torch.equal(before[k], after[k]) for k in before)
     state = tr.optimizer.state_dict()["base_optimizer_state"]["state"][0]

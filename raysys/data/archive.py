@@ -9,8 +9,10 @@ once and the pipeline ships the resolved table to its workers.
 
 from __future__ import annotations
 
+import csv
 import io
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -91,9 +93,45 @@ def _read_table(uri: str) -> pa.Table:
         raise ArchiveError(f"{uri}: cannot be read as {uri.rsplit('.', 1)[-1]}: {e}") from None
 
 
+def check_csv_lines(text: str, where: str) -> None:
+    """Every CSV record must be exactly one line with as many fields as the header.
+
+    A quote opened in one row and closed rows later makes the parser merge those rows into one
+    record: entities vanish and one takes another's fields. So a record spanning lines (a field
+    holding a line break), a field count unlike the header's, or a quote never closed is an
+    `ArchiveError` naming the lines (1-based, header = line 1).
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    last = 0
+    try:
+        for record in reader:
+            first, last = last + 1, reader.line_num
+            if last > first:
+                raise ArchiveError(
+                    f"{where}: lines {first}-{last}: one record spans {last - first + 1} lines "
+                    f"(a quote opened on line {first} closes on line {last}?); a field may not "
+                    "hold a line break, rows are not merged"
+                )
+            if not record:
+                continue  # a blank line
+            if header is None:
+                header = record
+            elif len(record) != len(header):
+                raise ArchiveError(f"{where}: line {last}: {len(record)} fields, the header has "
+                                   f"{len(header)} ({header})")
+    except csv.Error as e:
+        raise ArchiveError(f"{where}: line {last + 1}: {e} (a quote never closed?)") from None
+
+
 def _read_csv(uri: str) -> pa.Table:
+    try:
+        text = fs.read_bytes(uri).decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ArchiveError(f"{uri}: not UTF-8 text: {e}") from None
+    check_csv_lines(text, uri)
     text_cols = {c: "string" for c in ("key", *FILE_VIEWS)}
-    frame = pd.read_csv(io.BytesIO(fs.read_bytes(uri)), dtype=text_cols, keep_default_na=False,
+    frame = pd.read_csv(io.StringIO(text), dtype=text_cols, keep_default_na=False,
                         na_values=[""])
     return pa.Table.from_pandas(frame, preserve_index=False)
 
@@ -206,7 +244,7 @@ class Logs:
     numeric_cols: list[str]
     categorical_cols: list[str]
     time_col: str | None
-    problems: list[LogProblem] = field(default_factory=list)
+    problems: list[LogProblem] = field(default_factory=list)  # rows: 1-based in the file
     spans: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -269,13 +307,50 @@ def load_logs(root: str, known_keys: set[str]) -> tuple[Logs | None, list[BadRec
     bad = [BadRecord(k, "tabular", where, UNKNOWN_KEY) for k in sorted(set(frame["key"][~known]))]
     order = ["key", time_col] if time_col else ["key"]
     frame = frame[known].sort_values(order, kind="stable", na_position="last")
+    file_rows = frame.index.to_numpy()  # 0-based positions in logs.parquet
     frame = frame.reset_index(drop=True)
     frame, problems = clean_log_rows(frame, numeric, categorical)
-    for p in problems:
-        if p.reason == ALL_ROWS_UNUSABLE:
-            bad.append(BadRecord(p.key, "tabular", where, ALL_ROWS_UNUSABLE))
+    problems = [p if p.row is None else replace(p, row=int(file_rows[p.row]) + 1)
+                for p in problems]  # rows as in the file: 1-based
+    unusable = sorted({p.key for p in problems if p.reason == ALL_ROWS_UNUSABLE})
+    rows_of = frame["key"].value_counts()
+    bad += [BadRecord(k, "tabular", where, ALL_ROWS_UNUSABLE, f"{int(rows_of[k])} rows")
+            for k in unusable]
+    # quarantined means absent: those keys keep no rows, so they have no tabular view
+    frame = frame[~frame["key"].isin(unusable)].reset_index(drop=True)
     spans = _key_spans(frame["key"].to_numpy())
     return Logs(where, frame, numeric, categorical, time_col, problems, spans), bad
+
+
+def masked_cells(logs: Logs | None, examples: int = 3) -> dict[str, dict[str, Any]]:
+    """Cell problems of numeric log columns (text, +-inf), masked by the pipeline:
+    column -> reason -> {"count": cells, "examples": ["key row N: 'value'", ...]}."""
+    out: dict[str, dict[str, Any]] = {}
+    for p in logs.problems if logs is not None else []:
+        if p.column is None:
+            continue
+        entry = out.setdefault(p.column, {}).setdefault(p.reason, {"count": 0, "examples": []})
+        entry["count"] += 1
+        if len(entry["examples"]) < examples:
+            entry["examples"].append(f"{p.key} row {p.row}: {p.value!r}")
+    return out
+
+
+def masked_cell_records(logs: Logs | None) -> list[BadRecord]:
+    """One quarantine row per (key, column, reason) of masked cells: the count and the first
+    values. These cells are masked, not records lost: they do not count as bad records."""
+    if logs is None:
+        return []
+    groups: dict[tuple[str, str, str], list[LogProblem]] = {}
+    for p in logs.problems:
+        if p.column is not None:
+            groups.setdefault((p.key, p.column, p.reason), []).append(p)
+    return [
+        BadRecord(key, "tabular", logs.path, reason,
+                  f"column {column!r}: {len(ps)} cells masked, e.g. "
+                  + ", ".join(f"row {p.row}: {p.value!r}" for p in ps[:3]))
+        for (key, column, reason), ps in sorted(groups.items())
+    ]
 
 
 RELEVANCE_COLUMNS = ("query", "candidate", "relevance")
@@ -292,6 +367,7 @@ class Relevance:
 
     path: str
     frame: pd.DataFrame
+    rows: int = 0  # rows in the file, bad ones included (the unit of bad ratings)
 
     def lists(self, max_candidates: int) -> dict[str, tuple[list[str], list[float]]]:
         """query -> (candidates, ratings), best first, at most `max_candidates` each."""
@@ -358,7 +434,7 @@ def load_relevance(root: str, known_keys: set[str]) -> tuple[Relevance | None, l
     ]
     good = frame[reasons == ""].reset_index(drop=True)
     good["relevance"] = good["relevance"].astype("float64")
-    return Relevance(where, good), bad
+    return Relevance(where, good, len(frame)), bad
 
 
 @dataclass
@@ -380,3 +456,17 @@ def load_archive(root: str) -> ArchiveInfo:
     logs, logs_bad = load_logs(root, known)
     relevance, relevance_bad = load_relevance(root, known)
     return ArchiveInfo(root, manifest, logs, relevance, bad + logs_bad + relevance_bad)
+
+
+def require_usable_entity(info: ArchiveInfo) -> None:
+    """ArchiveError unless some entity has a file location or usable log rows (the pipeline's
+    check: an archive with nothing to read must not pass as a 0-entity success)."""
+    manifest = info.manifest
+    spans = info.logs.spans if info.logs is not None else {}
+    for i, key in enumerate(manifest.keys):
+        if key in spans or any(manifest.views[v][i] is not None for v in FILE_VIEWS):
+            return
+    raise ArchiveError(
+        f"{manifest.path}: no usable entity: {len(manifest)} unique keys, none with an audio or "
+        f"image location or usable log rows"
+    )

@@ -152,6 +152,10 @@ class DataConfig(Section):
     batch_size: int = Field(32, ge=1)
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="entities held out by key hash")
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="abort above this bad share")
+    read_timeout_s: float = Field(
+        60.0, gt=0, description="limit of one read of a media file; a stuck read (a hung mount "
+        "or endpoint) quarantines that record as 'read timeout'"
+    )
     rows_per_task: int = Field(
         64, ge=1, description="entities per decode task (Ray block). Ray Data leaves a decode "
         "slot idle for a scheduling round trip after every task, so small tasks waste CPU: "

@@ -5,8 +5,9 @@ Pure functions (no Ray), called per row inside Ray Data `map_batches`. Every fai
 table records and tests assert); `detail` carries the underlying library message.
 
 Audio: WAV, FLAC and OGG/Vorbis through soundfile (libsndfile; `torchaudio.load` would need
-FFmpeg), resampled with torchaudio's windowed-sinc resampler. Images: anything PIL reads,
-verified and fully loaded so truncated files fail here and not later.
+FFmpeg), resampled with torchaudio's windowed-sinc resampler, or a polyphase filter for rates
+whose sinc kernel would be huge (`resample`). Images: anything PIL reads, verified and fully
+loaded so truncated files fail here and not later.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import io
 import struct
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,9 @@ from raysys.data import fs
 EMPTY_FILE = "empty file"
 FILE_NOT_FOUND = "file not found"
 READ_ERROR = "read error"
+NOT_REGULAR_FILE = "not a regular file"
+READ_TIMEOUT = "read timeout"
+READ_TIMEOUT_S = 60.0  # default limit of one read attempt (`data.read_timeout_s`)
 NOT_AUDIO = "not a WAV/FLAC/OGG file"
 UNSUPPORTED_AUDIO = "unsupported audio format"
 CORRUPT_AUDIO_HEADER = "corrupt audio header"
@@ -122,18 +127,63 @@ def _read_soundfile(data: bytes, container: str) -> tuple[np.ndarray, AudioInfo]
     return frames, info
 
 
+# torchaudio's sinc kernel has about up * down taps for the reduced ratio up/down: fine for the
+# usual rates (44100 -> 16000: 160 * 441), GBs for rates sharing no factor with the target
+# (8001 -> 16000: 16000 * 8001). Above RESAMPLE_TORCH_TAPS a polyphase filter of
+# 20 * max(up, down) + 1 taps (scipy's resample_poly design) is used instead, and factors above
+# RESAMPLE_MAX_FACTOR are replaced by the closest fraction below it (relative error < 1e-9).
+RESAMPLE_TORCH_TAPS = 1_000_000
+RESAMPLE_MAX_FACTOR = 50_000
+
+
+@functools.lru_cache(maxsize=64)
+def resample_factors(source_rate: int, target_rate: int) -> tuple[int, int]:
+    """(down, up): up / down = target / source reduced, each factor <= RESAMPLE_MAX_FACTOR
+    (else the closest such fraction)."""
+    if source_rate <= 0 or target_rate <= 0:
+        raise ValueError(f"sample rates must be > 0 (got {source_rate} -> {target_rate})")
+    ratio = Fraction(target_rate, source_rate)
+    if max(ratio.numerator, ratio.denominator) > RESAMPLE_MAX_FACTOR:
+        cap = RESAMPLE_MAX_FACTOR if ratio < 1 else max(1, int(RESAMPLE_MAX_FACTOR / ratio))
+        ratio = ratio.limit_denominator(cap)
+    return ratio.denominator, max(1, ratio.numerator)
+
+
 @functools.lru_cache(maxsize=16)
-def _resampler(source_rate: int, target_rate: int) -> torchaudio.transforms.Resample:
-    return torchaudio.transforms.Resample(source_rate, target_rate)  # caches its sinc kernel
+def _torch_resampler(down: int, up: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(down, up)  # caches its sinc kernel
+
+
+@functools.lru_cache(maxsize=16)
+def _polyphase_filter(down: int, up: int) -> np.ndarray:
+    """The low-pass FIR of `scipy.signal.resample_poly` (Kaiser 5.0, 10 zero crossings)."""
+    from scipy.signal import firwin
+
+    width = max(up, down)
+    taps = firwin(20 * width + 1, 1.0 / width, window=("kaiser", 5.0))
+    taps.flags.writeable = False
+    return taps
 
 
 def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Band-limited (windowed sinc) resampling of a 1-D float32 signal."""
+    """Band-limited resampling of a 1-D float32 signal with bounded memory for any rates.
+
+    Kernels are cached per rate pair (`_torch_resampler`, `_polyphase_filter`); the filter never
+    holds more than RESAMPLE_TORCH_TAPS or 20 * RESAMPLE_MAX_FACTOR + 1 taps. Output length:
+    ceil(len * up / down).
+    """
     if source_rate == target_rate:
         return wave
-    with torch.no_grad():
-        out = _resampler(source_rate, target_rate)(torch.from_numpy(wave))
-    return out.numpy().astype(np.float32, copy=False)
+    down, up = resample_factors(source_rate, target_rate)
+    if up * down <= RESAMPLE_TORCH_TAPS:
+        with torch.no_grad():
+            out = _torch_resampler(down, up)(torch.from_numpy(wave))
+        return out.numpy().astype(np.float32, copy=False)
+    from scipy.signal import resample_poly
+
+    window = _polyphase_filter(down, up).copy()  # resample_poly scales its filter in place
+    out = resample_poly(wave.astype(np.float64), up, down, window=window)
+    return out.astype(np.float32)
 
 
 def crop_or_pad(wave: np.ndarray, length: int, offset: int = 0) -> np.ndarray:
@@ -220,28 +270,35 @@ def decode_image(data: bytes) -> np.ndarray:
     return array
 
 
-def fetch(uri: str, *, retries: int = 3) -> bytes:
-    """`fs.read_bytes` with I/O failures turned into DecodeError (file not found / read error)."""
+def fetch(uri: str, *, retries: int = 3, timeout_s: float | None = READ_TIMEOUT_S) -> bytes:
+    """`fs.read_bytes` with I/O failures turned into DecodeError (file not found, not a regular
+    file, read timeout, read error). Only regular files are read; each attempt is bounded."""
     try:
-        return fs.read_bytes(uri, retries=retries)
+        return fs.read_bytes(uri, retries=retries, timeout_s=timeout_s)
     except FileNotFoundError:
         raise DecodeError(FILE_NOT_FOUND, uri) from None
+    except fs.NotARegularFile as e:
+        raise DecodeError(NOT_REGULAR_FILE, str(e)) from None
+    except fs.ReadTimeout as e:
+        raise DecodeError(READ_TIMEOUT, str(e)) from None
     except (OSError, ValueError) as e:
         raise DecodeError(READ_ERROR, f"{uri}: {e}") from None
 
 
 def load_audio(
-    uri: str, *, sample_rate: int, clip_samples: int | None = None, offset: int = 0
+    uri: str, *, sample_rate: int, clip_samples: int | None = None, offset: int = 0,
+    timeout_s: float | None = READ_TIMEOUT_S,
 ) -> tuple[np.ndarray, AudioInfo]:
     """Read + `decode_audio`; every failure is a DecodeError."""
     return decode_audio(
-        fetch(uri), sample_rate=sample_rate, clip_samples=clip_samples, offset=offset
+        fetch(uri, timeout_s=timeout_s), sample_rate=sample_rate, clip_samples=clip_samples,
+        offset=offset,
     )
 
 
-def load_image(uri: str) -> np.ndarray:
+def load_image(uri: str, *, timeout_s: float | None = READ_TIMEOUT_S) -> np.ndarray:
     """Read + `decode_image`; every failure is a DecodeError."""
-    return decode_image(fetch(uri))
+    return decode_image(fetch(uri, timeout_s=timeout_s))
 
 
 NON_NUMERIC = "non-numeric value"

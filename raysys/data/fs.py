@@ -9,7 +9,9 @@ an endpoint, `FileSystem.from_uri` resolves the bucket's region. Filesystem obje
 per process (the cache key holds the pid, so forked Ray workers build their own).
 
 Reads retry with exponential backoff on transient errors (connection resets, throttling, 5xx:
-any `OSError` that is not "not found" / "permission denied" / "is a directory").
+any `OSError` that is not "not found" / "permission denied" / "is a directory" / a timeout).
+Only regular files are read: a local FIFO, socket or device is `NotARegularFile` (a FIFO would
+block the reader forever); `read_bytes(timeout_s=...)` bounds each attempt.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import functools
 import io
 import os
 import posixpath
+import stat
+import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -29,7 +33,19 @@ import pyarrow.parquet as pq
 T = TypeVar("T")
 
 SUPPORTED_SCHEMES = ("file", "s3")
-_PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+class NotARegularFile(OSError):
+    """A local path that is a FIFO, socket, device or directory: never opened for reading (a
+    FIFO would block forever, /dev/zero never ends)."""
+
+
+class ReadTimeout(TimeoutError):
+    """A read that gave no result within its timeout (a stuck mount, a hung endpoint)."""
+
+
+_PERMANENT_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                     NotARegularFile, ReadTimeout)
 
 
 def scheme_of(uri: str) -> str:
@@ -133,8 +149,62 @@ def retry_io(
     raise AssertionError("unreachable")
 
 
+def _file_kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
+
+
+def _read_local(uri: str, path: str) -> bytes:
+    """A local regular file's bytes. Opened non-blocking (opening a FIFO would wait for a
+    writer), then fstat-checked on the open descriptor, so a swap after a check cannot slip
+    a FIFO or device through."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"{uri}: no such file") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(f"{uri}: is a directory, not a file")
+        if not stat.S_ISREG(mode):
+            raise NotARegularFile(f"{uri}: is {_file_kind(mode)}, not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def call_with_timeout(fn: Callable[[], T], timeout_s: float | None, what: str) -> T:
+    """`fn()` in a daemon thread, or ReadTimeout after `timeout_s` seconds (None: no limit).
+
+    A stuck call cannot be interrupted; its thread is abandoned (it holds no lock) and the
+    caller goes on."""
+    if timeout_s is None:
+        return fn()
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=f"read {what}", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    if thread.is_alive():
+        raise ReadTimeout(f"{what}: no result after {timeout_s:g} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _read_all(uri: str) -> bytes:
     filesystem, path = resolve(uri)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        return _read_local(uri, path)
     try:
         with filesystem.open_input_stream(path) as stream:
             return stream.read()
@@ -146,9 +216,13 @@ def _read_all(uri: str) -> bytes:
         raise
 
 
-def read_bytes(uri: str, *, retries: int = 3, backoff_s: float = 0.2) -> bytes:
-    """The whole content of a file; FileNotFoundError (not retried) when it does not exist."""
-    return retry_io(lambda: _read_all(uri), retries=retries, backoff_s=backoff_s)
+def read_bytes(
+    uri: str, *, retries: int = 3, backoff_s: float = 0.2, timeout_s: float | None = None
+) -> bytes:
+    """The whole content of a regular file; FileNotFoundError, NotARegularFile and (after
+    `timeout_s` per attempt) ReadTimeout are not retried."""
+    return retry_io(lambda: call_with_timeout(lambda: _read_all(uri), timeout_s, uri),
+                    retries=retries, backoff_s=backoff_s)
 
 
 def exists(uri: str) -> bool:

@@ -17,9 +17,10 @@ import numpy as np
 from tqdm import tqdm
 
 from raysys.data import fs
+from raysys.data.archive import ALL_ROWS_UNUSABLE, masked_cell_records, masked_cells
 from raysys.data.config import DataConfig
 from raysys.data.pipeline import open_archive
-from raysys.data.quarantine import QuarantineLog
+from raysys.data.quarantine import QuarantineLog, ratings_problem, ratings_share
 
 VIEWS = ("audio", "image", "tabular")
 
@@ -60,10 +61,12 @@ class _Tally:
 
 def _views_summary(pipe: Any, tally: _Tally, q: QuarantineLog) -> dict[str, Any]:
     frame = pipe.entities.frame
+    unusable_logs = sum(r.view == "tabular" and r.reason == ALL_ROWS_UNUSABLE
+                        for r in pipe.info.bad)  # given, but quarantined: absent
     given = {
         "audio": int(frame["audio"].notna().sum()),
         "image": int(frame["image"].notna().sum()),
-        "tabular": int(frame["has_logs"].sum()),
+        "tabular": int(frame["has_logs"].sum()) + unusable_logs,
     }
     return {
         view: {
@@ -82,6 +85,7 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
     relevance = info.relevance.frame if info.relevance is not None else None
     return {
         "archive": info.root,
+        "notes": list(pipe.notes),
         "entities": len(pipe.entities),
         "entities_usable": tally.usable,
         "split": pipe.entities.frame["split"].value_counts().to_dict(),
@@ -91,6 +95,7 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
         "image_sizes": dict(tally.sizes.most_common(10)),
         "log_rows_per_entity": _describe(tally.log_rows),
         "tabular_stats": pipe.stats.to_dict() if pipe.stats is not None else None,
+        "masked_log_cells": masked_cells(info.logs),
         "relevance": None if relevance is None else {
             "rows": len(relevance),
             "queries": int(relevance["query"].nunique()),
@@ -100,9 +105,11 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
         "bad_records": q.total_bad,
         "records_attempted": q.total_attempted,
         "bad_fraction": q.bad_fraction,
+        "bad_ratings": dict(zip(("bad", "of"), ratings_share(info), strict=True)),
         "bad_reasons": dict(Counter(f"{r.view}: {r.reason}" for r in q.records).most_common()),
         "max_bad_fraction": pipe.cfg.max_bad_fraction,
-        "ok": q.bad_fraction <= pipe.cfg.max_bad_fraction,
+        "ok": q.bad_fraction <= pipe.cfg.max_bad_fraction and ratings_problem(
+            info, pipe.cfg.max_bad_fraction) is None,
         "seconds": round(seconds, 2),
     }
 
@@ -115,6 +122,7 @@ def inspect_archive(
     pipe = open_archive(archive, cfg)
     q = QuarantineLog()
     q.add_archive_records(pipe.info.bad)
+    q.add_masked(masked_cell_records(pipe.info.logs))
     tally = _Tally()
     ds = pipe.dataset("all", augment=False, shuffle=False)
     bar = tqdm(total=len(pipe.entities), unit="entity", desc="inspect", disable=not progress)
@@ -133,6 +141,8 @@ def inspect_archive(
 def print_summary(summary: dict[str, Any], *, out_dir: str | None = None) -> None:
     print(f"archive {summary['archive']}: {summary['entities']} entities "
           f"({summary['entities_usable']} with at least one usable view), split {summary['split']}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
     print(f"{'view':<9}{'given':>8}{'missing':>9}{'present':>9}{'bad':>6}")
     for view, v in summary["views"].items():
         print(f"{view:<9}{v['given']:>8}{v['missing']:>9}{v['present']:>9}{v['bad']:>6}")
@@ -142,15 +152,23 @@ def print_summary(summary: dict[str, Any], *, out_dir: str | None = None) -> Non
               f"sample rates {summary['audio_sample_rates']}")
     if summary["image_sizes"]:
         print(f"images: {summary['image_sizes']}")
+    for column, reasons in summary.get("masked_log_cells", {}).items():
+        for reason, entry in reasons.items():
+            print(f"logs: column {column!r}: {entry['count']} cells masked ({reason}), e.g. "
+                  f"{'; '.join(entry['examples'])}")
     if summary["relevance"]:
         r = summary["relevance"]
         print(f"relevance: {r['rows']} ratings for {r['queries']} queries")
     print(f"bad records: {summary['bad_records']} of {summary['records_attempted']} "
           f"({summary['bad_fraction']:.1%}; limit {summary['max_bad_fraction']:.1%})")
+    ratings = summary.get("bad_ratings", {"bad": 0, "of": 0})
+    if ratings["of"]:
+        print(f"bad relevance ratings: {ratings['bad']} of {ratings['of']} "
+              f"({ratings['bad'] / ratings['of']:.1%}; limit {summary['max_bad_fraction']:.1%})")
     for reason, n in list(summary["bad_reasons"].items())[:8]:
         print(f"  {n:>5}  {reason}")
     if out_dir:
         written = [fs.join(out_dir, n) for n in ("summary.json", "quarantine.parquet")]
         print(f"wrote {written[0]} and {written[1]}")
     if not summary["ok"]:
-        print("FAILED: bad share above data.max_bad_fraction")
+        print("FAILED: bad share (of views or of ratings) above data.max_bad_fraction")

@@ -19,13 +19,19 @@ tasks fetch and decode files and build the views. Logs must therefore fit in the
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from raysys.data.archive import ArchiveInfo, load_archive
+from raysys.data.archive import (
+    LOGS_FILE,
+    ArchiveError,
+    ArchiveInfo,
+    load_archive,
+    require_usable_entity,
+)
 from raysys.data.batch import HeteroBatch
 from raysys.data.config import DataConfig
 from raysys.data.features import TabularStats
@@ -68,6 +74,7 @@ class Pipeline:
     entities: EntityTable
     stats: TabularStats | None
     _logs_ref: Any = None
+    notes: list[str] = field(default_factory=list)  # archive-wide facts, said once by callers
 
     def _logs_handle(self) -> Any:
         if self.info.logs is None:
@@ -137,14 +144,37 @@ class Pipeline:
         fs.write_bytes(uri, json.dumps(payload, indent=1).encode())
 
 
+def absent_modalities(info: ArchiveInfo, cfg: DataConfig) -> tuple[DataConfig, list[str]]:
+    """`cfg` without the modalities the archive has no table for, and a note for each.
+
+    An archive without logs.parquet has no tabular view for any entity: the modality is
+    dropped (not a crash deep in a decode task). No modality left is an ArchiveError.
+    """
+    if info.logs is not None or "tabular" not in cfg.modalities:
+        return cfg, []
+    kept = [m for m in cfg.modalities if m != "tabular"]
+    if not kept:
+        raise ArchiveError(f"{info.root}: no {LOGS_FILE}, and data.modalities is [tabular]: "
+                           "nothing to read")
+    note = (f"{info.root} has no {LOGS_FILE}: the tabular modality is absent for every "
+            f"entity (data.modalities now {kept})")
+    return cfg.model_copy(update={"modalities": kept}, deep=True), [note]
+
+
 def open_archive(archive: str, cfg: DataConfig) -> Pipeline:
-    """Validate the archive's tables and prepare the plan; decodes no media file."""
+    """Validate the archive's tables and prepare the plan; decodes no media file.
+
+    `Pipeline.cfg` is `cfg` less the modalities the archive lacks (`Pipeline.notes` says why).
+    """
     info = load_archive(archive)
+    require_usable_entity(info)
+    cfg, notes = absent_modalities(info, cfg)
     entities = EntityTable.build(
         info, max_candidates=cfg.max_candidates, eval_fraction=cfg.eval_fraction, seed=cfg.seed
     )
     train_keys = set(entities.select("train").frame["key"])
-    return Pipeline(cfg, info, entities, compute_tabular_stats(info, cfg, train_keys))
+    return Pipeline(cfg, info, entities, compute_tabular_stats(info, cfg, train_keys),
+                    notes=notes)
 
 
 def iter_hetero_batches(

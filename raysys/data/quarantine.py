@@ -15,13 +15,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from raysys.data import fs
-from raysys.data.archive import BadRecord, bad_records_table
+from raysys.data.archive import ArchiveInfo, BadRecord, bad_records_table
 
 STREAM_VIEWS = ("audio", "image", "tabular")
 
 
+RATINGS = "relevance"  # BadRecord.view of bad relevance rows
+
+
 class TooManyBadRecords(RuntimeError):
     """The bad share of records passed `data.max_bad_fraction`."""
+
+
+def ratings_share(info: ArchiveInfo) -> tuple[int, int]:
+    """(bad relevance ratings, ratings in relevance.parquet): bad ratings count in ratings."""
+    bad = sum(r.view == RATINGS for r in info.bad)
+    return bad, info.relevance.rows if info.relevance is not None else 0
+
+
+def ratings_problem(info: ArchiveInfo, max_bad_fraction: float) -> str | None:
+    """The message when the bad share of ratings passes the limit, else None. The one rule
+    for `data inspect` (summary `ok`) and pretraining (refused before any worker starts)."""
+    bad, total = ratings_share(info)
+    if bad / max(total, 1) <= max_bad_fraction:
+        return None
+    where = info.relevance.path if info.relevance is not None else info.root
+    return (f"{where}: {bad} of {total} relevance ratings are bad ({bad / total:.1%} > "
+            f"data.max_bad_fraction={max_bad_fraction:.1%})")
 
 
 def _split_reason(text: str) -> tuple[str, str]:
@@ -36,10 +56,20 @@ class QuarantineLog:
     records: list[BadRecord] = field(default_factory=list)
     attempted: Counter = field(default_factory=Counter)
     bad: Counter = field(default_factory=Counter)
+    masked: list[BadRecord] = field(default_factory=list)  # masked log cells: not bad records
+
+    def add_masked(self, records: list[BadRecord]) -> None:
+        """Problems that were masked, not quarantined (text / +-inf log cells): written to
+        quarantine.parquet, never counted as bad records."""
+        self.masked.extend(records)
 
     def add_archive_records(self, records: list[BadRecord]) -> None:
+        """Archive-level bad records. Bad relevance rows are counted in their own unit
+        (ratings, see `ratings_share`), never against views."""
         for r in records:
             self.records.append(r)
+            if r.view == RATINGS:
+                continue
             self.bad[r.view] += 1
             self.attempted[r.view] += 1
 
@@ -86,5 +116,6 @@ class QuarantineLog:
         )
 
     def write(self, uri: str) -> None:
-        """Write quarantine.parquet (key, view, path, reason, detail); empty file if none."""
-        fs.write_parquet(uri, bad_records_table(self.records))
+        """Write quarantine.parquet (key, view, path, reason, detail): the bad records, then
+        the masked cells; an empty file if none."""
+        fs.write_parquet(uri, bad_records_table(self.records + self.masked))

@@ -87,14 +87,17 @@ class RowBuilder:
         info = dict.fromkeys(INFO_COLUMNS, np.nan)
         if "audio" in self.modalities and isinstance(row["audio"], str):
             got, errors["audio"] = _attempt(
-                lambda: load_audio(row["audio"], sample_rate=cfg.sample_rate)
+                lambda: load_audio(row["audio"], sample_rate=cfg.sample_rate,
+                                   timeout_s=cfg.read_timeout_s)
             )
             if got is not None:
                 sources["audio"] = got[0]
                 info["info.audio_seconds"] = got[1].duration_s
                 info["info.audio_rate"] = got[1].source_rate
         if "image" in self.modalities and isinstance(row["image"], str):
-            sources["image"], errors["image"] = _attempt(lambda: load_image(row["image"]))
+            sources["image"], errors["image"] = _attempt(
+                lambda: load_image(row["image"], timeout_s=cfg.read_timeout_s)
+            )
             if sources["image"] is not None:
                 info["info.image_height"], info["info.image_width"] = sources["image"].shape[:2]
         logs = self._logs()
@@ -114,7 +117,7 @@ class RowBuilder:
                     sources["tabular"], epoch=int(row["epoch"]),
                 )
             except ViewError as e:
-                errors[e.modality] = f"unusable {e.modality}: {e}"
+                errors[e.modality] = f"{e.reason}: {e.detail}"
                 sources[e.modality] = None
         raise RuntimeError("view building kept failing")
 

@@ -48,12 +48,26 @@ AugLog = dict[str, A.Record]  # applied augmentation name -> its record
 _VIEW_STREAM, _SHARED_STREAM = 0, 1
 
 
-class ViewError(ValueError):
-    """A modality's source could not be turned into views; `modality` says which."""
+NON_FINITE_FEATURES = "non-finite features"
 
-    def __init__(self, modality: str, message: str) -> None:
+
+class ViewError(ValueError):
+    """A modality's source could not be turned into views; `modality` says which, `reason`
+    is short and fixed (the quarantine's reason), `detail` free text."""
+
+    def __init__(self, modality: str, message: str, reason: str | None = None) -> None:
         super().__init__(f"{modality}: {message}")
         self.modality = modality
+        self.reason = reason or f"unusable {modality}"
+        self.detail = message
+
+
+def check_finite(modality: str, values: np.ndarray, what: str) -> None:
+    """ViewError(NON_FINITE_FEATURES) naming how many values of `what` are NaN/inf."""
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ViewError(modality, f"{bad} of {values.size} {what} values are NaN or inf "
+                                  "(input too large or degenerate?)", NON_FINITE_FEATURES)
 
 
 def row_schema(cfg: DataConfig, stats: TabularStats | None) -> Schema:
@@ -176,8 +190,9 @@ class ViewBuilder:
         logs: list[AugLog] = [{} for _ in rngs]
         if not self.cfg.augment.enabled:
             segment, _ = A.crop(wave, length, None)
-            feats = self.featurizer(segment)
-            row["audio"] = np.repeat(feats.numpy()[None], self.views, axis=0)
+            feats = self.featurizer(segment).numpy()
+            check_finite("audio", feats, "audio feature")
+            row["audio"] = np.repeat(feats[None], self.views, axis=0)
             return logs
         a = self.cfg.augment.audio
         shared_crop, shared_start = A.maybe(shared, a.crop_p), float(shared.random())
@@ -196,6 +211,7 @@ class ViewBuilder:
         out = [self._audio_feature_chain(f, rng, log) for f, rng, log in zip(feats, rngs, logs,
                                                                           strict=True)]
         row["audio"] = torch.stack(out).numpy()
+        check_finite("audio", row["audio"], "audio feature")
         return logs
 
     def _audio_wave_chain(
@@ -290,6 +306,7 @@ class ViewBuilder:
         for col, i in (("tabular_num", 0), ("tabular_num_mask", 1), ("tabular_cat", 2),
                        ("tabular_row_mask", 3)):
             row[col] = np.stack([p[i] for p in parts])
+        check_finite("tabular", row["tabular_num"], "standardised log")
         return logs
 
 

@@ -12,9 +12,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raysys.config import RaysysConfig, dump_config
+from pydantic import ValidationError
+
+from raysys.config import ConfigError, RaysysConfig, _format_errors, dump_config
 from raysys.data import fs
 from raysys.data.pipeline import open_archive
+from raysys.data.quarantine import TooManyBadRecords, ratings_problem
 from raysys.train import intrain_eval, preflight
 from raysys.train.checkpoint import consolidated_state
 from raysys.train.export import export_model, model_state_from_module_state
@@ -70,6 +73,17 @@ def prepare(cfg: RaysysConfig) -> Any:
     preflight.check_run_config(cfg)
     preflight.probe_storage(storage_path(cfg), retries=cfg.train.storage_retries)
     pipe = open_archive(cfg.archive, cfg.data)
+    problem = ratings_problem(pipe.info, cfg.data.max_bad_fraction)  # as `data inspect` judges
+    if problem:
+        raise TooManyBadRecords(problem)
+    for note in pipe.notes:
+        print(f"[raysys] note: {note}", flush=True)
+    if pipe.cfg.modalities != cfg.data.modalities:  # e.g. no logs.parquet: no tabular encoder
+        cfg.data.modalities = list(pipe.cfg.modalities)
+        try:
+            RaysysConfig.model_validate(cfg.model_dump())  # cross-section rules still hold?
+        except ValidationError as e:
+            raise ConfigError(f"{'; '.join(pipe.notes)}; then: {_format_errors(e)}") from None
     intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns and a held-out split exist
     resume_step = preflight.check_resume(cfg, signature(cfg, model_inputs(cfg, pipe)))
     if resume_step:

@@ -91,6 +91,23 @@ def _all_finite(loss: torch.Tensor) -> bool:
     return bool(ok.item() > 0)
 
 
+def nonfinite_culprits(out: dict[str, torch.Tensor], embeddings: dict[str, torch.Tensor],
+                       keys: list[str]) -> tuple[list[str], list[str]]:
+    """(terms non-finite on any rank, this rank's entities with a non-finite embedding).
+
+    Every rank calls it on the skip path (all take it together), so the all-reduce is
+    balanced and every rank names the same terms."""
+    names = sorted(out)
+    flags = torch.tensor([0.0 if bool(torch.isfinite(out[k]).all()) else 1.0 for k in names])
+    if dist.is_initialized():
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    terms = [k for k, f in zip(names, flags.tolist(), strict=True) if f > 0]
+    bad = torch.zeros(len(keys), dtype=torch.bool)
+    for emb in embeddings.values():
+        bad |= ~torch.isfinite(emb.detach().float()).reshape(len(keys), -1).all(dim=1).cpu()
+    return terms, [k for k, b in zip(keys, bad.tolist(), strict=True) if b]
+
+
 def reapply_schedule(scheduler: Any, lr: float) -> None:
     """After a restore: set the LR of the restored step from the *current* schedule.
 
@@ -234,7 +251,7 @@ class Trainer:
         batch = cast_batch(batch, self.dtype, self.device)
         out, encoded = self.stepper.forward(batch, self.negatives())
         if not _all_finite(out["loss"]):  # every rank takes the same branch (all-reduced)
-            self.skip_nonfinite(out, stats)
+            self.skip_nonfinite(out, stats, encoded.embeddings, batch.keys)
             return False
         self.stepper.backward(out)
         self.module.model.update_centre(encoded)  # running embedding means (model.centre_*)
@@ -242,19 +259,26 @@ class Trainer:
         self.enqueue(batch, encoded)
         return True
 
-    def skip_nonfinite(self, out: dict[str, torch.Tensor], stats: StepStats) -> None:
+    def skip_nonfinite(self, out: dict[str, torch.Tensor], stats: StepStats,
+                       embeddings: dict[str, torch.Tensor], keys: list[str]) -> None:
         """`train.nonfinite=stop`: raise. `skip` (grad_accum=1, enforced by preflight): no
         backward and no optimizer step, so weights and optimizer state stay untouched and no
-        NaN reaches them; the LR schedule still advances so it stays aligned with the step."""
-        bad = sorted(k for k, v in out.items() if not torch.isfinite(v).all())
+        NaN reaches them; the LR schedule still advances so it stays aligned with the step.
+        The message names the non-finite terms (of any rank) and this rank's entities whose
+        embeddings are non-finite (every rank with such entities prints its own)."""
+        bad, culprits = nonfinite_culprits(out, embeddings, keys)
         message = f"step {self.step + 1}: non-finite loss (terms: {', '.join(bad)})"
+        shown = ", ".join(culprits[:8]) + (f" and {len(culprits) - 8} more"
+                                           if len(culprits) > 8 else "")
+        message += (f"; rank {self.rank}: non-finite embeddings of entities {shown}"
+                    if culprits else f"; rank {self.rank}: every entity's embeddings finite")
         if self.t.nonfinite == "stop":
             raise NonFiniteLoss(message + "; train.nonfinite=stop")
         stats.skipped += 1
         if stats.skipped > self.t.max_skipped_steps:
             raise NonFiniteLoss(f"{message}; more than train.max_skipped_steps="
                                 f"{self.t.max_skipped_steps} steps skipped")
-        if self.rank == 0:
+        if self.rank == 0 or culprits:
             print(f"[raysys] {message}: step skipped", flush=True)
         stats.add_terms({k: v for k, v in out.items() if torch.isfinite(v).all()})
         self.scheduler.step()
