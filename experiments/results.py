@@ -69,15 +69,24 @@ def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
 
 
 def over_seeds(values: list[dict[str, float]]) -> str:
-    """mean ± 95% CI over seeds (t), or the single run's own CI."""
+    """mean ± 95% CI over seeds (t), or the single run's own CI when there is one seed or the
+    values do not depend on the seed (the classic features)."""
     values = [v for v in values if isinstance(v, dict) and "mean" in v]
     if not values:
         return "skipped"
     means = np.array([v["mean"] for v in values])
-    if len(means) == 1:
+    if len(means) == 1 or np.ptp(means) == 0:
         return f"{means[0]:.3f} ± {values[0]['ci95']:.3f}"
     half = stats.t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))
     return f"{means.mean():.3f} ± {half:.3f}"
+
+
+def run_seconds(times: dict[str, float], seeds: int) -> float:
+    return times["build"] + seeds * (times["train"] + times["eval"])
+
+
+def build_text(times: dict[str, float]) -> str:
+    return f"build {times['build']:.0f} s, " if times["build"] else "archive reused, "
 
 
 def get(report: dict[str, Any], model: str, *path: str) -> Any:
@@ -87,16 +96,48 @@ def get(report: dict[str, Any], model: str, *path: str) -> Any:
     return node
 
 
+def seed_stats(values: list[Any]) -> dict[str, float] | None:
+    """{mean, ci95} over seeds (or the one run's own) of `{mean, ci95}` values."""
+    values = [v for v in values if isinstance(v, dict) and "mean" in v]
+    if not values:
+        return None
+    means = np.array([v["mean"] for v in values])
+    if len(means) == 1 or np.ptp(means) == 0:
+        return {"mean": float(means[0]), "ci95": float(values[0]["ci95"])}
+    half = stats.t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))
+    return {"mean": float(means.mean()), "ci95": float(half)}
+
+
+def headline(name: str, reports: list[dict[str, Any]]) -> list[str]:
+    """The corpus's main label in the audio (or first) and fused spaces: logistic, NCC and
+    1-shot accuracy of each model, and the trained model's verdict against each baseline."""
+    from raysys.eval.protocol import compare
+
+    main = next(iter(reports[0]["label_sets"]))
+    spaces = [s for s in ("audio", "fused") if s in reports[0]["models"]["trained"]["spaces"]]
+    rows = []
+    for space in spaces:
+        for metric in ("logistic", "ncc"):
+            cell = {m: seed_stats([get(r, m, "spaces", space, "labels", main, metric)
+                                   for r in reports]) for m in MODELS}
+            text = [f"{c['mean']:.3f} ± {c['ci95']:.3f}" if c else "n/a" for c in cell.values()]
+            rows.append(f"| {name} | {main} | {space} | {metric} | " + " | ".join(text) + " | "
+                        + compare(cell["trained"], cell["random_init"]) + " | "
+                        + compare(cell["trained"], cell["classic"]) + " |")
+    return rows
+
+
 def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, float]) -> list[str]:
     first = reports[0]
     spaces = [s for s in first["models"]["trained"]["spaces"] if s != "fused"] + ["fused"]
     lines = [f"## {name}", "",
              f"{first['entities']} entities; label sets {list(first['label_sets'])}; "
-             f"{len(reports)} training seed(s); build {times['build']:.0f} s, training "
+             f"{len(reports)} training seed(s); {build_text(times)}training "
              f"{times['train']:.0f} s and evaluation {times['eval']:.0f} s per seed (mean).", "",
-             "Logistic probe / nearest-centre accuracy, 5-fold over every entity:", "",
-             "| label | space | trained | random init | classic | trained − random (logistic) |",
-             "|---|---|---|---|---|---|"]
+             "Logistic probe / nearest-centre accuracy, 5-fold over every entity (chance = the "
+             "largest class's share):", "",
+             "| label | space | chance | trained | random init | classic | trained − random "
+             "(logistic) |", "|---|---|---|---|---|---|---|"]
     for label in first["label_sets"]:
         for space in spaces:
             cells = []
@@ -113,7 +154,9 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
                     for r in reports
                     if isinstance(get(r, "trained", "spaces", space, "labels", label,
                                       "logistic", "mean"), float)]
-            lines.append(f"| {label} | {space} | " + " | ".join(cells) +
+            chance = get(first, "trained", "spaces", space, "labels", label, "chance")
+            chance_text = f"{chance:.3f}" if isinstance(chance, float) else "–"
+            lines.append(f"| {label} | {space} | {chance_text} | " + " | ".join(cells) +
                          f" | {over_seeds(gaps) if gaps else 'n/a'} |")
     main = next(iter(first["label_sets"]))
     lines += ["", f"Few-shot (prototype, {main}, fused space), mean over 600 episodes:", "",
@@ -133,8 +176,8 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
                                   "ci95": 0.0} for x in reports]) for m in MODELS[:2]]
             lines.append(f"| {pair} (chance {r['chance_R@10']:.3f}) | " + " | ".join(cells)
                          + " |")
-    probes = [p for p in get(first, "trained", "probes") if p.get("kind") != "categorical"
-              or p.get("factor") in ("key", "pitch")]
+    probes = [p for p in get(first, "trained", "probes") if p["modality"] == "audio" and (
+        p.get("kind") != "categorical" or p.get("factor") in ("key", "pitch"))]
     if probes:
         lines += ["", "Factor probes of the audio encoder (trained / random init; accuracy or "
                   "R², k-fold):", "", "| factor | space | trained | random init |",
@@ -158,15 +201,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entities", type=int, default=600)
     p.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--tables-only", action="store_true",
+                   help="rewrite the doc from WORK/<corpus>/reports.json of an earlier run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     from raysys.cli import start_or_join_ray
 
     work = Path(args.work).absolute()
-    start_or_join_ray()
-    started = time.perf_counter()
-    sections = []
+    if not args.tables_only:
+        start_or_join_ray()
+    sections, total, heads = [], 0.0, []
     for name in args.corpora:
+        if args.tables_only:
+            saved = json.loads((work / name / "reports.json").read_text())
+            sections += corpus_section(name, saved["reports"], saved["times"])
+            heads += headline(name, saved["reports"])
+            total += run_seconds(saved["times"], len(saved["reports"]))
+            continue
         archive = work / name / "archive"
         times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0}
         reports = []
@@ -180,11 +231,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[results] {name} seed {seed}: train {t_train:.0f} s, eval {t_eval:.0f} s",
                   flush=True)
         sections += corpus_section(name, reports, times)
-        (work / name / "reports.json").write_text(json.dumps(reports))
-    command = " ".join(["python experiments/results.py", *sys.argv[1:]])
+        heads += headline(name, reports)
+        total += run_seconds(times, len(reports))
+        (work / name / "reports.json").write_text(json.dumps({"reports": reports,
+                                                              "times": times}))
+    argv_shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--tables-only"]
+    command = " ".join(["python experiments/results.py", *argv_shown])
     header = [
         "# Results: the default training against doing nothing", "",
-        f"Regenerated by `{command}` ({time.perf_counter() - started:.0f} s on "
+        f"Regenerated by `{command}` ({total:.0f} s of building, training and evaluating on "
         f"{platform.machine()} with {__import__('os').cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}). Config: `{Path(args.config).name}` "
         f"{' '.join(args.overrides)}; each corpus built with seed 0.", "",
@@ -194,7 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         "the mean over training seeds with a 95% t-interval over seeds (one seed: the "
         "binomial CI of that run). `random init` is the same architecture untrained; `classic`"
         " are MFCC/log-mel statistics, image thumbnails and histograms, log column statistics.",
-        "",
+        "", "## Headline: the main label", "",
+        "Trained vs baseline: `better`/`worse` when the difference is outside the 95% CIs "
+        "(|a − b| > sqrt(ci_a² + ci_b²)), else `within CI`.", "",
+        "| corpus | label | space | classifier | trained | random init | classic | vs random "
+        "init | vs classic |", "|---|---|---|---|---|---|---|---|---|", *heads, "",
     ]
     Path(args.doc).write_text("\n".join(header + sections))
     print(f"[results] wrote {args.doc}")
