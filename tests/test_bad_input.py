@@ -255,7 +255,7 @@ def test_fifo_and_devices_are_not_read(tmp_path):
         _release_fifo(fifo)
     with pytest.raises(d.DecodeError, match="is a character device, not a regular file"):
         d.load_image("/dev/zero")  # would never end
-    with pytest.raises(d.DecodeError, match="is a directory"):
+    with pytest.raises(d.DecodeError, match="not a regular file: .*is a directory"):
         d.load_image(str(tmp_path))
 
 

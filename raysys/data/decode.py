@@ -277,7 +277,7 @@ def fetch(uri: str, *, retries: int = 3, timeout_s: float | None = READ_TIMEOUT_
         return fs.read_bytes(uri, retries=retries, timeout_s=timeout_s)
     except FileNotFoundError:
         raise DecodeError(FILE_NOT_FOUND, uri) from None
-    except fs.NotARegularFile as e:
+    except (fs.NotARegularFile, IsADirectoryError) as e:  # a directory is no file either
         raise DecodeError(NOT_REGULAR_FILE, str(e)) from None
     except fs.ReadTimeout as e:
         raise DecodeError(READ_TIMEOUT, str(e)) from None
