@@ -114,36 +114,23 @@ def read_history(run_dir: Path | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _data_config(meta: dict[str, Any], modalities: list[str]):
-    from raysys.data.config import DataConfig
-
-    cfg = DataConfig.model_validate(meta["data"])
-    cfg.augment.enabled = False
-    cfg.views_per_modality = 1
-    cfg.modalities = list(modalities)
-    return cfg
-
-
-def _layout(meta: dict[str, Any]) -> tuple[int, int]:
-    audio = meta["data"]["audio"]
-    return len(audio["channels"]), int(audio["n_bins"])
-
-
 def embed_models(pipe, frame, models: dict[str, tuple[Any, dict[str, Any]]], batch_size: int
                  ) -> dict[str, Spaces]:
     """Spaces of every model; entities are preprocessed once per distinct data config."""
     from raysys.embed.config import AudioWindows
+    from raysys.embed.embedder import audio_layout
+    from raysys.embed.plan import Export
     from raysys.embed.spaces import embed_model, preprocess
 
     cache: dict[str, list[dict[str, np.ndarray]]] = {}
     out = {}
     for name, (net, meta) in models.items():
-        data = _data_config(meta, list(net.modalities))
+        data = Export(b"", meta).data_config(list(net.modalities))
         key = data.model_dump_json() + json.dumps(meta.get("tabular_stats"), sort_keys=True)
         if key not in cache:
             cache[key] = preprocess(pipe, data, meta.get("tabular_stats"), frame, batch_size,
                                     AudioWindows())
-        out[name] = embed_model(name, net, cache[key], _layout(meta))
+        out[name] = embed_model(name, net, cache[key], audio_layout(meta))
         say(f"embedded with {name}")
     return out
 

@@ -180,7 +180,12 @@ class Embedder:
         return rows_to_columns(self.core(batch), self.core.dim)
 
 
+def audio_layout(meta: dict) -> tuple[int, int]:
+    """(channels C, frequency bins F) of an export's audio input."""
+    audio = meta["data"]["audio"]
+    return len(audio["channels"]), int(audio["n_bins"])
+
+
 def make_core(model: MultiViewModel, meta: dict, **kwargs: Any) -> EmbedCore:
     """An EmbedCore with the audio input layout of the export's data config."""
-    audio = meta["data"]["audio"]
-    return EmbedCore(model, audio_layout=(len(audio["channels"]), int(audio["n_bins"])), **kwargs)
+    return EmbedCore(model, audio_layout=audio_layout(meta), **kwargs)
