@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -254,3 +256,21 @@ def test_aug_params_cover_every_record():
     }
     for (modality, name), record in records.items():
         assert tuple(record) == A.AUG_PARAMS[modality][name]
+
+
+def test_eq_matches_its_formula_on_sines():
+    """apply_eq: a 1 kHz sine keeps its level under a pure tilt, a 2 kHz one gains the tilt's
+    dB per octave; a resonance at its centre adds its peak dB; the record holds the values."""
+    sr, n = 16000, 16000
+    t = torch.arange(n) / sr
+    rms_db = lambda x: 20 * torch.log10(x.pow(2).mean().sqrt())  # noqa: E731
+    for hz, tilt, peak, peak_hz, want in ((1000, 3.0, 0.0, 500.0, 0.0),
+                                         (2000, 3.0, 0.0, 500.0, 3.0),
+                                         (4000, -2.0, 0.0, 500.0, -4.0),
+                                         (1000, 0.0, 6.0, 1000.0, 6.0)):
+        x = torch.sin(2 * math.pi * hz * t)
+        y = A.apply_eq(x, sr, tilt, peak, peak_hz)
+        assert float(rms_db(y) - rms_db(x)) == pytest.approx(want, abs=0.05)
+    out, record = A.eq(x, np.random.default_rng(0), sr, (-3, 3), (-8, 8), (300, 4000))
+    assert set(record) == {"tilt_db", "peak_db", "peak_hz"} and 300 <= record["peak_hz"] <= 4000
+    assert torch.allclose(out, A.apply_eq(x, sr, *record.values()))

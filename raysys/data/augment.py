@@ -34,6 +34,7 @@ AUG_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
         "pitch_shift": ("semitones",),
         "gain": ("db",),
         "noise": ("snr_db",),
+        "eq": ("tilt_db", "peak_db", "peak_hz"),  # dB per octave, dB, Hz
         "time_mask": ("start", "width"),  # fractions of T
         "freq_mask": ("start", "width"),  # fractions of F
     },
@@ -193,6 +194,33 @@ def noise(
     snr = uniform(rng, snr_range)
     white = torch.from_numpy(rng.standard_normal(wave.shape[-1]).astype(np.float32))
     return apply_noise(wave, snr, white), {"snr_db": snr}
+
+
+def apply_eq(wave: torch.Tensor, sample_rate: int, tilt_db: float, peak_db: float,
+             peak_hz: float) -> torch.Tensor:
+    """A different microphone: gain `tilt_db * log2(f / 1 kHz) + peak_db * exp(-x^2 / 2)`
+    with `x = log2(f / peak_hz) / 0.5` (a one-octave-wide resonance or notch), applied in the
+    frequency domain; length kept. The DC bin keeps its gain at 1 Hz."""
+    n = wave.shape[-1]
+    f = torch.fft.rfftfreq(n, 1.0 / sample_rate).clamp_min(1.0)
+    octaves = torch.log2(f / 1000.0)
+    curve = tilt_db * octaves + peak_db * torch.exp(-0.5 * (torch.log2(f / peak_hz) / 0.5) ** 2)
+    return torch.fft.irfft(torch.fft.rfft(wave) * 10.0 ** (curve / 20.0), n)
+
+
+def eq(
+    wave: torch.Tensor, rng: np.random.Generator, sample_rate: int,
+    tilt_range: tuple[float, float], peak_db_range: tuple[float, float],
+    peak_hz_range: tuple[float, float],
+) -> tuple[torch.Tensor, Record]:
+    """Random spectral tilt and resonance/notch (apply_eq); the peak frequency is drawn
+    log-uniformly. Makes the recording channel, which two crops of one file share, useless as
+    a contrastive shortcut."""
+    tilt, peak = uniform(rng, tilt_range), uniform(rng, peak_db_range)
+    lo, hi = (math.log(v) for v in peak_hz_range)
+    hz = math.exp(uniform(rng, (lo, hi)))
+    return (apply_eq(wave, sample_rate, tilt, peak, hz),
+            {"tilt_db": tilt, "peak_db": peak, "peak_hz": hz})
 
 
 # ----------------------------------------------------------------------------------------------

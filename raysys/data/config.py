@@ -61,6 +61,11 @@ class AudioAugment(Section):
     gain_p: float = Field(0.8, ge=0, le=1)
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     noise_p: float = Field(0.5, ge=0, le=1)
+    eq_p: float = Field(0.0, ge=0, le=1, description="random microphone colouring (tilt and "
+                        "resonance/notch): 0 = off")
+    eq_tilt_db: tuple[float, float] = Field((-3.0, 3.0), description="dB per octave at 1 kHz")
+    eq_peak_db: tuple[float, float] = Field((-8.0, 8.0), description="resonance (+) / notch (-)")
+    eq_peak_hz: tuple[float, float] = Field((300.0, 4000.0), description="its centre, Hz")
     pitch_shift_semitones: tuple[float, float] = (-4.0, 4.0)
     pitch_shift_p: float = Field(0.5, ge=0, le=1)
     time_stretch_rate: tuple[float, float] = (0.7, 1.3)
@@ -87,6 +92,9 @@ class AudioAugment(Section):
     def _check(self) -> AudioAugment:
         _check_range("gain_db", self.gain_db, None, None)
         _check_range("noise_snr_db", self.noise_snr_db, None, None)
+        _check_range("eq_tilt_db", self.eq_tilt_db, None, None)
+        _check_range("eq_peak_db", self.eq_peak_db, None, None)
+        _check_range("eq_peak_hz", self.eq_peak_hz, 1.0, None)
         _check_range("pitch_shift_semitones", self.pitch_shift_semitones, -24.0, 24.0)
         _check_range("time_stretch_rate", self.time_stretch_rate, 0.25, 4.0)
         if self.vocoder_hop > self.vocoder_n_fft:

@@ -10,7 +10,7 @@
 Randomness: every (entity, epoch, modality, view) has its own generator seeded by
 `SeedSequence([seed, entity_id, epoch, modality, stream, view])`, so a row never depends on the
 worker, batch or order it is computed in. Audio chain per view (LOEV: invariant + variant
-augmentations, each recorded): crop -> time stretch -> pitch shift -> gain -> noise ->
+augmentations, each recorded): crop -> time stretch -> pitch shift -> gain -> noise -> eq ->
 features -> time mask -> frequency mask. `augment.enabled=False` gives the evaluation
 preprocessing: centre crop / centre window, no augmentation, all V views identical.
 """
@@ -233,6 +233,9 @@ class ViewBuilder:
             segment, log["gain"] = A.gain(segment, rng, a.gain_db)
         if A.maybe(rng, a.noise_p):
             segment, log["noise"] = A.noise(segment, rng, a.noise_snr_db)
+        if a.eq_p > 0 and A.maybe(rng, a.eq_p):  # no draw when off: other streams unchanged
+            segment, log["eq"] = A.eq(segment, rng, self.cfg.sample_rate, a.eq_tilt_db,
+                                      a.eq_peak_db, a.eq_peak_hz)
         return segment
 
     def _audio_feature_chain(
