@@ -65,6 +65,28 @@ def select_device(use_gpu: bool, cuda_available: bool | None = None) -> str:
     return "cuda"
 
 
+def audio_inputs(batch: dict[str, np.ndarray], ok: np.ndarray, layout: tuple[int, int]
+                 ) -> tuple[list[int], torch.Tensor | None, list[int]]:
+    """(rows with audio windows, their windows `[sum W, C, F, T]`, windows per row) of a
+    preprocessed batch; `ok` = rows whose audio preprocessing succeeded."""
+    rows = [int(i) for i in np.flatnonzero(ok) if int(batch["audio_windows"][i]) > 0]
+    if not rows:
+        return [], None, []
+    counts = [int(batch["audio_windows"][i]) for i in rows]
+    flat = np.concatenate([np.frombuffer(batch["audio"][i], np.float32) for i in rows])
+    return rows, torch.from_numpy(flat.copy()).reshape(sum(counts), *layout, -1), counts
+
+
+def fixed_inputs(batch: dict[str, np.ndarray], view: str, ok: np.ndarray
+                 ) -> tuple[np.ndarray, Any]:
+    """(rows that have `view`, its model input: a tensor `[n, ...]`, or the tabular dict)."""
+    rows = np.flatnonzero(ok & np.asarray(batch[f"{view}_present"], bool))
+    if view == "tabular":
+        return rows, {c: torch.from_numpy(np.ascontiguousarray(batch[c][rows]))
+                      for c in TABULAR_COLUMNS}
+    return rows, torch.from_numpy(np.ascontiguousarray(batch[view][rows]))
+
+
 class EmbedCore:
     """The model and the per-view embedding logic, usable with or without Ray."""
 
@@ -92,27 +114,18 @@ class EmbedCore:
 
     def _audio(self, batch: dict[str, np.ndarray], ok: np.ndarray) -> dict[int, Any]:
         """Row -> (pooled [d], windows [W, d], starts [W]) for rows with audio windows."""
-        rows = [i for i in np.flatnonzero(ok) if int(batch["audio_windows"][i]) > 0]
+        rows, x, counts = audio_inputs(batch, ok, self.audio_layout)
         if not rows:
             return {}
-        counts = [int(batch["audio_windows"][i]) for i in rows]
-        flat = np.concatenate([np.frombuffer(batch["audio"][i], np.float32) for i in rows])
-        c, f = self.audio_layout
-        x = torch.from_numpy(flat.copy()).reshape(sum(counts), c, f, -1)
         vectors = torch.split(self._embed("audio", x), counts)
         return {i: (pool_windows(v, self.windows.pool, self.normalize), v,
                     np.frombuffer(batch["audio_starts"][i], np.float32))
                 for i, v in zip(rows, vectors, strict=True)}
 
     def _fixed(self, view: str, batch: dict[str, np.ndarray], ok: np.ndarray) -> dict[int, Any]:
-        rows = np.flatnonzero(ok & np.asarray(batch[f"{view}_present"], bool))
+        rows, x = fixed_inputs(batch, view, ok)
         if not len(rows):
             return {}
-        if view == "tabular":
-            x: Any = {c: torch.from_numpy(np.ascontiguousarray(batch[c][rows]))
-                      for c in TABULAR_COLUMNS}
-        else:
-            x = torch.from_numpy(np.ascontiguousarray(batch[view][rows]))
         return dict(zip(rows.tolist(), self._embed(view, x), strict=True))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:

@@ -24,7 +24,8 @@ from raysys.data.config import DataConfig
 from raysys.data.decode import DecodeError, load_audio, load_image
 from raysys.data.pipeline import Pipeline
 from raysys.embed.config import AudioWindows
-from raysys.embed.preprocess import TABULAR_COLUMNS, Preprocessor
+from raysys.embed.embedder import audio_inputs, fixed_inputs
+from raysys.embed.preprocess import Preprocessor
 from raysys.eval.classic import audio_features, image_features, log_features, log_vocabulary
 from raysys.eval.measure import FUSED, Spaces, fuse_concat, fuse_mean
 from raysys.models.config import INVARIANT_HEAD
@@ -73,13 +74,10 @@ def _encode(model: MultiViewModel, modality: str, x: Any) -> dict[str, torch.Ten
 
 def _audio_rows(model: MultiViewModel, batch: dict[str, np.ndarray], ok: np.ndarray,
                 layout: tuple[int, int]) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    rows = [i for i in np.flatnonzero(ok) if int(batch["audio_windows"][i]) > 0]
+    rows, x, counts = audio_inputs(batch, ok, layout)
     if not rows:
         return
-    counts = [int(batch["audio_windows"][i]) for i in rows]
-    flat = np.concatenate([np.frombuffer(batch["audio"][i], np.float32) for i in rows])
-    x = torch.from_numpy(flat.copy()).reshape(sum(counts), *layout, -1)[:, None]
-    per_window = _encode(model, "audio", x)
+    per_window = _encode(model, "audio", x[:, None])
     split = {name: torch.split(t, counts) for name, t in per_window.items()}
     for j, i in enumerate(rows):
         pooled = {name: parts[j].mean(0) for name, parts in split.items()}
@@ -88,14 +86,10 @@ def _audio_rows(model: MultiViewModel, batch: dict[str, np.ndarray], ok: np.ndar
 
 def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarray],
                 ok: np.ndarray) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-    rows = np.flatnonzero(ok & np.asarray(batch[f"{modality}_present"], bool))
+    rows, x = fixed_inputs(batch, modality, ok)
     if not len(rows):
         return
-    if modality == "tabular":
-        x: Any = {c: torch.from_numpy(np.ascontiguousarray(batch[c][rows]))[:, None]
-                  for c in TABULAR_COLUMNS}
-    else:
-        x = torch.from_numpy(np.ascontiguousarray(batch[modality][rows]))[:, None]
+    x = {c: t[:, None] for c, t in x.items()} if isinstance(x, dict) else x[:, None]
     out = _encode(model, modality, x)
     for j, i in enumerate(rows):
         yield int(i), {name: t[j] for name, t in out.items()}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from raysys.eval.measure import fuse_mean
 from raysys.models.config import ModelConfig
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 
@@ -39,9 +40,7 @@ class EmbeddedSplit:
 
     def fused(self) -> tuple[np.ndarray, np.ndarray]:
         """(mean of the present modality embeddings `[N, d]`, any-modality-present `[N]`)."""
-        stack = np.stack([self.embeddings[m] * self.present[m][:, None] for m in self.embeddings])
-        count = np.stack([self.present[m] for m in self.embeddings]).sum(axis=0)
-        return stack.sum(axis=0) / np.maximum(count, 1)[:, None], count > 0
+        return fuse_mean(self.embeddings, self.present)
 
 
 def random_init_model(meta: dict[str, Any], seed: int) -> MultiViewModel:
