@@ -68,17 +68,10 @@ def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
     return report, t1 - t0, time.perf_counter() - t1
 
 
-def over_seeds(values: list[dict[str, float]]) -> str:
-    """mean ± 95% CI over seeds (t), or the single run's own CI when there is one seed or the
-    values do not depend on the seed (the classic features)."""
-    values = [v for v in values if isinstance(v, dict) and "mean" in v]
-    if not values:
-        return "skipped"
-    means = np.array([v["mean"] for v in values])
-    if len(means) == 1 or np.ptp(means) == 0:
-        return f"{means[0]:.3f} ± {values[0]['ci95']:.3f}"
-    half = stats.t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))
-    return f"{means.mean():.3f} ± {half:.3f}"
+def over_seeds(values: list[Any]) -> str:
+    """`mean ± CI` of seed_stats, or "skipped"."""
+    got = seed_stats(values)
+    return f"{got['mean']:.3f} ± {got['ci95']:.3f}" if got else "skipped"
 
 
 def run_seconds(times: dict[str, float], seeds: int) -> float:
