@@ -37,6 +37,7 @@ class ModelInputs:
     tabular_num_features: int = 0
     tabular_cardinalities: tuple[int, ...] = ()
     tabular_window: int = 16
+    audio_bins: int = 64  # frequency bins F (data.audio.n_bins); the tdnn's input is C * F wide
 
     @staticmethod
     def from_data(
@@ -45,6 +46,7 @@ class ModelInputs:
         return ModelInputs(
             modalities=tuple(data.modalities),
             audio_channels=len(data.audio.channels),
+            audio_bins=data.audio.n_bins,
             tabular_num_features=tabular_num_features,
             tabular_cardinalities=tuple(tabular_cardinalities),
             tabular_window=data.tabular_window,
@@ -115,7 +117,7 @@ class MultiViewModel(nn.Module):
 
     def _encoder(self, modality: str, inputs: ModelInputs) -> StagedEncoder:
         if modality == "audio":
-            return build_audio_encoder(self.cfg.audio, inputs.audio_channels)
+            return build_audio_encoder(self.cfg.audio, inputs.audio_channels, inputs.audio_bins)
         if modality == "image":
             return build_image_encoder(self.cfg.image)
         if modality == "tabular":
