@@ -354,3 +354,16 @@ def test_tdnn_keeps_frequency_until_the_frame_statistics() -> None:
     assert ModelConfig().audio.widths == [16, 32, 64]
     with pytest.raises(ValueError, match=rf"expected \[N, {C}, {F}, T\]"):
         model.encoders["audio"](torch.randn(2, C, F + 1, T))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_cross_backprop_scales_what_the_cross_head_sends_to_the_encoder(share: float) -> None:
+    full, part = make_model(cross_head=True), make_model(cross_head=True, cross_backprop=share)
+    grads = []
+    for model in (full, part):
+        out = model(make_batch())
+        out.embeddings["cross"].square().sum().backward()
+        grads.append(model.encoders["audio"].last[-1].weight.grad)
+    torch.testing.assert_close(part(make_batch()).embeddings["cross"],
+                               full(make_batch()).embeddings["cross"])  # same values
+    torch.testing.assert_close(grads[1], grads[0] * share)

@@ -100,6 +100,11 @@ class ModelConfig(Section):
         "pairs of the binary term, so aligning modalities does not pull what only one modality "
         "carries (timbre, voice) out of the invariant head (docs/learning.md)",
     )
+    cross_backprop: float = Field(
+        1.0, ge=0, le=1, description="share of the cross head's gradient that reaches the "
+        "encoders: 1 = all; 0 = none, the encoders are shaped by same-modality pairs only and "
+        "the cross heads learn to align their features",
+    )
     cola: bool = Field(False, description="add the COLA head tanh(LayerNorm(Linear(x)))")
     centre_momentum: float | None = Field(
         0.9, ge=0, lt=1,

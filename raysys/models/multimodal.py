@@ -19,7 +19,7 @@ from raysys.data.batch import HeteroBatch, ModalityViews
 from raysys.data.config import DataConfig
 from raysys.models.audio import build_audio_encoder
 from raysys.models.base import StagedEncoder, fresh_copy
-from raysys.models.config import COLA_HEAD, INVARIANT_HEAD, ModelConfig
+from raysys.models.config import COLA_HEAD, CROSS_HEAD, INVARIANT_HEAD, ModelConfig
 from raysys.models.heads import HeadSet
 from raysys.models.image import build_image_encoder
 from raysys.models.tabular import build_tabular_encoder
@@ -163,9 +163,13 @@ class MultiViewModel(nn.Module):
     def _branch_feature(
         self, head: str, modality: str, trunk: torch.Tensor, backbone: torch.Tensor
     ) -> torch.Tensor:
-        """LOEV++: the head's own copy of the last stage; otherwise the shared backbone."""
+        """LOEV++: the head's own copy of the last stage; otherwise the shared backbone (for the
+        cross head with its gradient scaled by `model.cross_backprop`; same value)."""
         if head in self.branches and modality in self.branches[head]:
             return self.branches[head][modality](trunk)
+        share = self.cfg.cross_backprop
+        if head == CROSS_HEAD and share < 1:
+            return backbone * share + backbone.detach() * (1 - share)
         return backbone
 
     def _flat_input(
