@@ -14,7 +14,12 @@ from raysys.config import load_config
 
 ENTITIES = 144  # 6 recordings per instrument, 24 instruments
 STEPS = 150
-MARGIN = 0.05  # nearest-centre accuracy over the 144 entities (binomial CI ~ +-0.08)
+# Nearest-centre accuracy on the instrument (24 classes, 5-fold over the 144 entities),
+# measured with seeds 0/1/2 (2026-11-30): trained 0.736/0.771/0.750, random init
+# 0.660/0.576/0.611, classic 0.528 -> gains of 0.08-0.19 and 0.21-0.24. The margins sit below
+# the smallest gain; what they catch is pretraining that no longer helps (the objective of
+# session 4 lost 0.29 against random init on this label).
+MARGIN_RANDOM, MARGIN_CLASSIC = 0.04, 0.10
 # docs/learning.md's audio recipe at test size: audio only, two different crops per entity,
 # the eq augmentation, no LOEV/ListNet/queue.
 RECIPE = [
@@ -48,7 +53,7 @@ def test_pretraining_beats_random_init_on_the_instrument(ray_session, music, tmp
         *RECIPE])
     pretrain(cfg)
     report = evaluate_checkpoint(tmp_path / "run", music, tmp_path / "eval").report
-    audio = {name: report["models"][name]["spaces"]["audio"]["labels"]["label"]
-             for name in ("trained", "random_init")}
-    ncc = {name: got["ncc"]["mean"] for name, got in audio.items()}
-    assert ncc["trained"] > ncc["random_init"] + MARGIN, ncc
+    ncc = {name: report["models"][name]["spaces"]["audio"]["labels"]["label"]["ncc"]["mean"]
+           for name in ("trained", "random_init", "classic")}
+    assert ncc["trained"] > ncc["random_init"] + MARGIN_RANDOM, ncc
+    assert ncc["trained"] > ncc["classic"] + MARGIN_CLASSIC, ncc
