@@ -128,6 +128,11 @@ class ModelConfig(Section):
             raise ValueError("loev_plus_plus needs at least one entry in loev_heads")
         return self
 
+    def shared_head(self) -> str:
+        """The head whose modalities share one space: where cross-modal retrieval ranks and
+        entity embeddings fuse (`cross` with `cross_head`, else `invariant`)."""
+        return CROSS_HEAD if self.cross_head else INVARIANT_HEAD
+
     def head_names(self) -> list[str]:
         """Contrastive heads in order: the invariant head, the cross-modal head (with
         `cross_head`), then one per tracked augmentation."""
