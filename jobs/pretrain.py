@@ -21,7 +21,7 @@ except ImportError:  # the job's working dir is the repository: import from the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysys.cli import add_pretrain_args, cmd_pretrain
-from raysys.config import ConfigError
+from raysys.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return cmd_pretrain(args)
-    except ConfigError as e:
+    except UserError as e:  # config, archive, paths, cluster size: one message, exit 2
         print(f"jobs/pretrain.py: {e}", file=sys.stderr)
         return 2
 

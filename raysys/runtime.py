@@ -46,3 +46,14 @@ def quiet_ray_data() -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def quiet_worker_logs() -> None:
+    """In a Ray Train worker: no Ray Data progress notices ("Progress bars disabled",
+    "Dataset ... execution finished"); warnings and errors still show. (Ray Train's own INFO
+    lines are silenced by the trainer's `LoggingConfig`.)"""
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

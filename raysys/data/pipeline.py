@@ -128,7 +128,7 @@ class Pipeline:
             batch_size=None,
             fn_kwargs={"builder": builder},
             concurrency=self.cfg.decode_concurrency,
-            num_cpus=self.cfg.decode_cpus,
+            num_cpus=1.0 if self.cfg.decode_cpus == "auto" else self.cfg.decode_cpus,
         )
         if not diagnostics:
             ds = ds.drop_columns(DIAGNOSTIC_COLUMNS)
@@ -166,7 +166,7 @@ def open_archive(archive: str, cfg: DataConfig) -> Pipeline:
 
     `Pipeline.cfg` is `cfg` less the modalities the archive lacks (`Pipeline.notes` says why).
     """
-    info = load_archive(archive)
+    info = load_archive(archive, allow_outside=cfg.allow_outside_paths)
     require_usable_entity(info)
     cfg, notes = absent_modalities(info, cfg)
     entities = EntityTable.build(

@@ -53,9 +53,9 @@ class Progress:
         self.last, elapsed = now, now - self.start
         seen = c.entities_done + sum(len(v) for v in c.done.values())
         rows = c.rows_written + sum(len(v) for v in c.rows.values())
-        rate = f"{rows / elapsed:.1f}" if elapsed > 0.5 else "-"
-        print(f"embed: shards {len(c.written)}/{self.shards} | entities {seen}/{self.entities} | "
-              f"{rate} rows/s | ETA {self.eta(seen, elapsed)}", file=self.stream, flush=True)
+        rate = f" | {rows / elapsed:.1f} rows/s" if elapsed > 0.5 else ""  # none yet: not "-"
+        print(f"embed: shards {len(c.written)}/{self.shards} | entities {seen}/{self.entities}"
+              f"{rate} | ETA {self.eta(seen, elapsed)}", file=self.stream, flush=True)
 
 
 def _preprocess(plan: Any, *, pre: Preprocessor) -> dict:
@@ -195,5 +195,19 @@ def run_embed(checkpoint: str, archive: str, output: str, cfg: EmbedConfig | Non
             "quarantined": manifest["quarantined"],
             "quarantined_this_run": collector.quarantined if collector else 0,
             "seconds": round(seconds, 2), "stream_seconds": round(streamed, 2),
-            "rows_per_s": round((written - collector.first_batch_rows) / streamed, 2)
-            if collector and streamed else 0.0}
+            **embed_rate(written, collector.first_batch_rows if collector else 0, streamed,
+                         seconds)}
+
+
+def embed_rate(written: int, first_batch_rows: int, streamed_s: float, seconds: float
+               ) -> dict[str, Any]:
+    """`rows_per_s` in the steady state (after the first batch, which carries the start-up),
+    or over the whole run when every row came in the first batch (a small job); None when
+    nothing was embedded. `rows_per_s_over` says which."""
+    steady = written - first_batch_rows
+    if steady > 0 and streamed_s > 0:
+        return {"rows_per_s": round(steady / streamed_s, 2), "rows_per_s_over": "steady state"}
+    if written > 0 and seconds > 0:
+        return {"rows_per_s": round(written / seconds, 2),
+                "rows_per_s_over": "whole run (one batch: no steady state)"}
+    return {"rows_per_s": None, "rows_per_s_over": "nothing embedded"}
