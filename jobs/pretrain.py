@@ -1,11 +1,14 @@
 """Pretraining as a Ray job: the same arguments as `raysys pretrain`.
 
     ray job submit --working-dir . -- python jobs/pretrain.py \
-        --config configs/demo.yaml --archive s3://bucket/archive --out runs/a --steps 1000
+        --config configs/demo.yaml --archive s3://bucket/archive --out /home/ray/runs/a \
+        --steps 1000 train.storage_path=s3://bucket/ckpt
 
 Inside a job, RAY_ADDRESS points at the cluster, so the driver joins it instead of starting a
-local instance. The run folder (`--out`) is local to the node that runs the driver; put
-checkpoints on shared storage with `train.storage_path=s3://...`.
+local instance. The run folder (`--out`) is local to the node that runs the driver and must be
+absolute (a relative one would land in the job's temporary working dir: refused); put
+checkpoints on shared storage with `train.storage_path=s3://...` (docs/cluster.md). A user
+error (config, archive, paths, cluster size) ends the job FAILED with one message, exit 2.
 """
 
 from __future__ import annotations

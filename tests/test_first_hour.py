@@ -18,7 +18,6 @@ import pytest
 from raysys import cli
 from raysys.config import ConfigError, load_config
 from raysys.train import preflight
-from raysys.train.resources import Cluster, ResourceMismatch, fit_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "tiny.yaml")
@@ -69,6 +68,8 @@ def test_relative_output_under_a_ray_job_is_refused(tmp_path, monkeypatch):
 
 
 def test_defaults_fit_a_two_core_machine():
+    from raysys.train.resources import Cluster, fit_resources
+
     cfg = load_config()
     fit = fit_resources(cfg, Cluster(cpus=2, gpus=0, node_cpus=[2]))
     assert (fit.cpus_per_worker, fit.decode_cpus) == (0.5, 0.5)
@@ -77,6 +78,8 @@ def test_defaults_fit_a_two_core_machine():
 
 
 def test_a_run_that_can_never_be_scheduled_names_the_keys():
+    from raysys.train.resources import Cluster, ResourceMismatch, fit_resources
+
     cfg = load_config(None, ["train.cpus_per_worker=1", "data.decode_cpus=1"])
     with pytest.raises(ResourceMismatch) as caught:
         fit_resources(cfg, Cluster(cpus=2, gpus=0, node_cpus=[2]))
@@ -94,6 +97,8 @@ def test_a_run_that_can_never_be_scheduled_names_the_keys():
 
 def test_use_gpu_without_gpus_fails_in_seconds(ray_session, demo, tmp_path, capsys):
     """Before: Ray repeated "No available node types can fulfill resource request" forever."""
+    from raysys.train.resources import Cluster
+
     start = time.perf_counter()
     code = cli.main(["pretrain", "--config", TINY, "--archive", demo, "--out", str(tmp_path),
                      "train.use_gpu=true"])
