@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from raysys import __version__
 
@@ -62,13 +62,21 @@ def cmd_make_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def archive_tables(cfg: RaysysConfig) -> Any:
+    """The archive's tables checked before the heavy imports (torch, Ray Train) and before Ray
+    starts: a schema error (file, row, column named) comes in about a second."""
+    from raysys.data.archive import check_tables
+
+    return check_tables(cfg.archive, allow_outside=cfg.data.allow_outside_paths)
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from raysys.data.inspect import inspect_archive, print_summary
     from raysys.data.pipeline import open_archive
     from raysys.runtime import init_ray
 
     cfg = _config_from(args, [f"archive={args.archive}"])
-    pipe = open_archive(cfg.archive, cfg.data)  # the tables are checked before Ray starts
+    pipe = open_archive(cfg.archive, cfg.data, archive_tables(cfg))
     init_ray()
     summary = inspect_archive(cfg.archive, cfg.data, out_dir=args.out, pipe=pipe)
     print_summary(summary, out_dir=args.out)
@@ -136,10 +144,11 @@ def pretrain_config(args: argparse.Namespace) -> RaysysConfig:
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import json
 
+    cfg = pretrain_config(args)  # validated before Ray starts
+    info = archive_tables(cfg)
     from raysys.train.driver import pretrain
 
-    cfg = pretrain_config(args)  # validated before Ray starts
-    summary = pretrain(cfg, address=args.address)  # archive, storage, paths: before Ray too
+    summary = pretrain(cfg, address=args.address, info=info)  # storage, paths: before Ray too
     print(json.dumps(summary, indent=1, default=str))
     return 0
 

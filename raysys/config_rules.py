@@ -15,11 +15,10 @@ Rule = Callable[[Any], "str | None"]
 
 
 def _loev_heads(cfg: Any) -> str | None:
-    from raysys.data.augment import AUG_PARAMS
-
     obj, model, data = cfg.objective, cfg.model, cfg.data
     if not obj.loev.enabled:
         return None
+    from raysys.data.augment import AUG_PARAMS  # imports torch: only when LOEV is on
     recorded = {name for m in data.modalities for name in AUG_PARAMS[m]}
     for aug in obj.loev.augmentations:
         if aug not in model.loev_heads:

@@ -97,14 +97,14 @@ def test_a_run_that_can_never_be_scheduled_names_the_keys():
 
 def test_use_gpu_without_gpus_fails_in_seconds(ray_session, demo, tmp_path, capsys):
     """Before: Ray repeated "No available node types can fulfill resource request" forever."""
-    from raysys.train.resources import Cluster
-
     start = time.perf_counter()
     code = cli.main(["pretrain", "--config", TINY, "--archive", demo, "--out", str(tmp_path),
                      "train.use_gpu=true"])
     err = capsys.readouterr().err
     assert code == 2 and "train.use_gpu=true asks for 2 GPUs" in err, err
     assert time.perf_counter() - start < 30
+    from raysys.train.resources import Cluster
+
     assert Cluster.current().cpus == 2
 
 

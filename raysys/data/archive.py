@@ -492,6 +492,14 @@ def load_archive(root: str, *, allow_outside: bool = False) -> ArchiveInfo:
     return ArchiveInfo(root, manifest, logs, relevance, bad + logs_bad + relevance_bad)
 
 
+def check_tables(root: str, *, allow_outside: bool = False) -> ArchiveInfo:
+    """`load_archive` + `require_usable_entity`: every table check that needs no decoding.
+    Imports no torch, so the CLI runs it before the heavy imports and before Ray starts."""
+    info = load_archive(root, allow_outside=allow_outside)
+    require_usable_entity(info)
+    return info
+
+
 def require_usable_entity(info: ArchiveInfo) -> None:
     """ArchiveError unless some entity has a file location or usable log rows (the pipeline's
     check: an archive with nothing to read must not pass as a 0-entity success)."""

@@ -72,14 +72,15 @@ def export_from_checkpoint(cfg: RaysysConfig, pipe: Any, checkpoint: Any) -> dic
     )
 
 
-def prepare(cfg: RaysysConfig) -> Any:
+def prepare(cfg: RaysysConfig, info: Any = None) -> Any:
     """Everything checked before Ray starts: paths made absolute (raysys.train.preflight),
     storage reachable (with retries), archive valid, and the checkpoint a resubmission would
     resume from compatible. (The config's own rules ran when it was loaded.) Returns the opened
-    pipeline; `cfg` is updated in place (absolute paths, modalities the archive lacks)."""
+    pipeline; `cfg` is updated in place (absolute paths, modalities the archive lacks).
+    `info`: the archive's tables when the caller checked them already (`check_tables`)."""
     preflight.resolve_paths(cfg)
     preflight.probe_storage(storage_path(cfg), retries=cfg.train.storage_retries)
-    pipe = open_archive(cfg.archive, cfg.data)
+    pipe = open_archive(cfg.archive, cfg.data, info)
     problem = ratings_problem(pipe.info, cfg.data.max_bad_fraction)  # as `data inspect` judges
     if problem:
         raise TooManyBadRecords(problem)
@@ -127,14 +128,15 @@ def already_done(cfg: RaysysConfig, step: int) -> dict[str, Any]:
     return {"run": str(out), "steps": step, "already_done": True}
 
 
-def pretrain(cfg: RaysysConfig, address: str | None = None) -> dict[str, Any]:
+def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None
+             ) -> dict[str, Any]:
     """Run (or resume) pretraining; returns a summary with the output locations.
 
     Every check that needs no decoding runs before Ray starts; then `address` (or
     RAY_ADDRESS, else a new local instance) is joined and the run is fitted to its resources."""
     from raysys.runtime import init_ray
 
-    pipe = prepare(cfg)
+    pipe = prepare(cfg, info)
     step = resume_step(cfg, pipe)
     if step >= cfg.train.steps:
         return already_done(cfg, step)
