@@ -226,3 +226,18 @@ def test_cli_corpus_names_match_the_builders():
     from raysys.corpora import BUILDERS
 
     assert tuple(sorted(BUILDERS)) == cli.CORPORA
+
+
+def test_in_training_eval_without_labels_is_a_user_error(demo, tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from raysys.data import zoo
+
+    root = zoo.copy_tables(demo, tmp_path / "nolabels")
+    manifest = pd.read_parquet(f"{root}/manifest.parquet")
+    manifest[["key", "audio", "image"]].to_parquet(f"{root}/manifest.parquet")
+    no_ray(monkeypatch)
+    code = cli.main(["pretrain", "--config", TINY, "--archive", root, "--out",
+                     str(tmp_path / "run"), "eval.every=2"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no categorical label column" in err and "eval.every=0" in err, err

@@ -92,7 +92,13 @@ def prepare(cfg: RaysysConfig, info: Any = None) -> Any:
             RaysysConfig.model_validate(cfg.model_dump())  # cross-section rules still hold?
         except ValidationError as e:
             raise ConfigError(f"{'; '.join(pipe.notes)}; then: {_format_errors(e)}") from None
-    intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns and a held-out split exist
+    if len(pipe.entities.select("train")) == 0:
+        raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction}: the archive's "
+                          f"{len(pipe.entities)} entities are all held out; lower it")
+    try:
+        intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns, a held-out split
+    except ValueError as e:  # a user error about the archive and eval.*: no traceback
+        raise ConfigError(str(e)) from None
     return pipe
 
 
