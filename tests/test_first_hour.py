@@ -241,3 +241,14 @@ def test_in_training_eval_without_labels_is_a_user_error(demo, tmp_path, monkeyp
                      str(tmp_path / "run"), "eval.every=2"])
     err = capsys.readouterr().err
     assert code == 2 and "no categorical label column" in err and "eval.every=0" in err, err
+
+
+def test_embed_refuses_actors_that_leave_no_cpu_for_preprocessing():
+    from raysys.embed.config import EmbedConfig, EmbedError
+    from raysys.embed.job import check_resources
+    from raysys.train.resources import Cluster
+
+    two = Cluster(cpus=2, gpus=0, node_cpus=[2])
+    check_resources(EmbedConfig(), two)  # the defaults: 1 actor x 1 CPU + 1 decode CPU
+    with pytest.raises(EmbedError, match=r"needs 3 CPUs but the cluster has 2: actors \(2\)"):
+        check_resources(EmbedConfig(actors=2), two)

@@ -124,12 +124,29 @@ def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int], gpus: flo
     )
 
 
+def check_resources(cfg: EmbedConfig, cluster: Any) -> None:
+    """EmbedError when the inference actors (held for the whole stream) leave no room for one
+    preprocessing task: Ray would wait forever. `cluster`: raysys.train.resources.Cluster."""
+    held = cfg.actors * cfg.cpus_per_actor
+    need, cpus = held + cfg.decode_cpus, cluster.cpu_capacity
+    if need > cpus + 1e-9:
+        per_actor = max(round((cpus / 2) / cfg.actors, 3), 0.05)
+        raise EmbedError(
+            f"the embedding needs {need:g} CPUs but the cluster has {cpus:g}: actors "
+            f"({cfg.actors}) x cpus_per_actor ({cfg.cpus_per_actor:g}) are held for the whole "
+            f"stream and at least one preprocessing task needs decode_cpus "
+            f"({cfg.decode_cpus:g}) beside them; this would fit: cpus_per_actor={per_actor:g} "
+            f"decode_cpus={min(1.0, round(cpus / 2, 3)):g}")
+
+
 def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
            address: str | None) -> ShardCollector:
     """Run the Ray Data stream over the pending shards, writing each one as it completes."""
     from raysys.runtime import init_ray
+    from raysys.train.resources import Cluster
 
     ray = init_ray(address)
+    check_resources(cfg, Cluster.current())
     gpus, where = actor_gpus(cfg.gpus_per_actor, ray.cluster_resources().get("GPU", 0.0),
                              cfg.actors)
     print(where, file=sys.stderr, flush=True)
