@@ -12,8 +12,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from s3_fixture import free_port, make_bucket
@@ -105,13 +106,32 @@ def cluster(s3_endpoint) -> Iterator[str]:
 def submit(address: str, entrypoint: str, timeout_s: float = 600) -> tuple[str, str]:
     """Submit with the repository as working dir; wait for a terminal status; (status, logs)."""
     jobs = client(address)
-    job = jobs.submit_job(entrypoint=entrypoint,
-                          runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES})
     deadline = time.time() + timeout_s
-    while (status := str(jobs.get_job_status(job).value)) not in TERMINAL:
+    job = retry(lambda: jobs.submit_job(
+        entrypoint=entrypoint, runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES}),
+        deadline)
+    while (status := str(retry(lambda: jobs.get_job_status(job), deadline).value)
+           ) not in TERMINAL:
         assert time.time() < deadline, f"job {job} still {status} after {timeout_s} s"
         time.sleep(2)
-    return status, jobs.get_job_logs(job)
+    return status, retry(lambda: jobs.get_job_logs(job), deadline)
+
+
+TRANSIENT = ("not yet", "try again later", "Connection aborted", "RemoteDisconnected")
+
+
+def retry(call: Callable[[], Any], deadline: float) -> Any:
+    """`call()`, retried on the job server's transient answers: a fresh head may answer
+    list_jobs before its agent can take a job ("Head node id has not yet been persisted", "No
+    available agent ... try again later"), and on an overloaded machine a request can be
+    dropped."""
+    while True:
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 - re-raised unless transient
+            if not any(t in str(e) for t in TRANSIENT) or time.time() > deadline:
+                raise
+            time.sleep(3)
 
 
 def s3_exists(uri: str) -> bool:

