@@ -252,3 +252,20 @@ def test_embed_refuses_actors_that_leave_no_cpu_for_preprocessing():
     check_resources(EmbedConfig(), two)  # the defaults: 1 actor x 1 CPU + 1 decode CPU
     with pytest.raises(EmbedError, match=r"needs 3 CPUs but the cluster has 2: actors \(2\)"):
         check_resources(EmbedConfig(actors=2), two)
+
+
+def test_embed_job_with_a_broken_archive_is_one_message(demo, tmp_path, monkeypatch, capsys):
+    """jobs/embed.py calls raysys.embed.cli.main: an ArchiveError is exit 2, no traceback."""
+    from test_embed_helpers import tiny_export
+
+    from raysys.data import zoo
+    from raysys.embed.cli import main
+
+    tiny_export(demo, str(tmp_path / "model"))
+    root = zoo.copy_tables(demo, tmp_path / "broken")
+    zoo.break_archive(root, "manifest-null-key")
+    no_ray(monkeypatch)
+    code = main(["--checkpoint", str(tmp_path / "model"), "--archive", root, "--output",
+                 str(tmp_path / "emb")])
+    err = capsys.readouterr().err
+    assert code == 2 and "row 3: column 'key' is null or empty" in err, err
