@@ -237,7 +237,8 @@ def _demo_spread(archive: str, overrides: list[str], steps: int) -> dict[str, fl
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     cfg = load_config(demo, [f"archive={archive}", "out=unused", "data.batch_size=16",
-                             "data.eval_fraction=0.25", f"train.steps={steps}", *overrides])
+                             "data.eval_fraction=0.25", f"train.steps={steps}",
+                             f"train.checkpoint_every={steps}", *overrides])
     pipe = open_archive(cfg.archive, cfg.data)
 
     def rows(split: str, augment: bool, epochs: int) -> dict:
