@@ -341,6 +341,8 @@ def test_cross_head_is_its_own_projection_on_the_shared_backbone() -> None:
     assert not torch.allclose(out.embeddings["cross"], out.embeddings["invariant"])
     with pytest.raises(ConfigError, match="reserved"):
         load_config(overrides=["model.loev_heads=[cross]"])
+    with pytest.raises(ConfigError, match="cross_backprop only acts on the cross head"):
+        load_config(overrides=["model.cross_backprop=0"])
 
 
 def test_tdnn_keeps_frequency_until_the_frame_statistics() -> None:

@@ -161,13 +161,13 @@ def cross_modal(spaces: Spaces, ks: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not spaces.comparable:
         return {"skipped": f"{spaces.name}: the modalities do not share one space"}
+    emb = spaces.retrieval or spaces.embeddings
     for a, b in itertools.permutations(spaces.modalities, 2):
         both = spaces.present[a] & spaces.present[b]
         n = int(both.sum())
         if n < 2:
             out[f"{a}->{b}"] = {"skipped": f"{n} entities have both {a} and {b}"}
             continue
-        emb = spaces.retrieval or spaces.embeddings
         scores = cosine_scores(emb[a][both], emb[b][both])
         report = retrieval_report(scores, positives=np.eye(n, dtype=bool), ks=ks, map_k=10)
         out[f"{a}->{b}"] = {**report, "n": n, **{f"chance_R@{k}": min(1.0, k / n) for k in ks}}

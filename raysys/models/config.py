@@ -126,6 +126,9 @@ class ModelConfig(Section):
     def _check(self) -> ModelConfig:
         if self.loev_plus_plus and not self.loev_heads:
             raise ValueError("loev_plus_plus needs at least one entry in loev_heads")
+        if self.cross_backprop < 1 and not self.cross_head:
+            raise ValueError("cross_backprop only acts on the cross head: set cross_head: true "
+                             "(or leave cross_backprop at 1)")
         return self
 
     def shared_head(self) -> str:

@@ -127,13 +127,13 @@ def multiview_binary(
     size, and each modality pair's mean term (detached; 0 when none of its pairs exists).
     """
     guard = emb.sum() * 0.0  # keeps a NaN in the queries visible even when nothing counts
+    if cross is not None:
+        guard = guard + cross[0].sum() * 0.0
     weighted, total_w = guard, guard.detach()
     per_mp: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     keys, n_dirs = guard.detach(), 0
-    if cross is not None:
-        guard = guard + cross[0].sum() * 0.0
     for p in pairs:
-        q_emb, k_emb, negatives = (*cross, None) if cross and p.cross_modal else (
+        q_emb, k_emb, negatives = (*cross, None) if cross is not None and p.cross_modal else (
             emb, pool_emb, extra)
         terms, oks = [], []
         for a, b, reverse in ((p.a, p.b, False), (p.b, p.a, True)):
