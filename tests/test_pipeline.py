@@ -109,6 +109,32 @@ def test_streaming_split_covers_every_row_once(pipe) -> None:
     assert sorted(keys) == sorted(pipe.entities.select("train").frame["key"])
 
 
+def test_a_stream_starts_when_half_a_cpu_is_free(ray_session, demo_archive) -> None:
+    """A rank builds its stream while the other ranks' paused decode tasks hold the cluster's
+    CPUs: creating the dataset must start no task of its own (Ray's from_pandas waited for
+    1-CPU metadata tasks and hung a 1000-step run on 2 cores)."""
+    import threading
+
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    busy = placement_group([{"CPU": 1.5}])  # what the other ranks' tasks hold
+    ray_session.get(busy.ready(), timeout=60)
+    pipe = open_archive(demo_archive, CFG.model_copy(update={"decode_cpus": 0.5}))
+    got: dict = {}
+
+    def first_batch() -> None:
+        for diagnostics in (True, False):
+            ds = pipe.dataset("train", epochs=40, rows_per_task=2, diagnostics=diagnostics)
+            got[diagnostics] = ds.take(2)
+
+    thread = threading.Thread(target=first_batch, daemon=True)
+    thread.start()
+    thread.join(timeout=90)
+    remove_placement_group(busy)
+    assert not thread.is_alive(), "building the stream waited for CPUs it can never get"
+    assert len(got[True]) == len(got[False]) == 2
+
+
 def test_corrupt_zoo_exact_counts(ray_session, tmp_path) -> None:
     root = tmp_path / "zoo"
     expected = make_corrupt_archive(str(root), seed=0)

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from raysys.data.archive import bad_records_table
 from raysys.data.fs import read_parquet
+from raysys.data.pipeline import dataset_of_frames
 from raysys.embed import store
 from raysys.embed.config import EmbedConfig, EmbedError, EmbedIncomplete
 from raysys.embed.embedder import EMBEDDED, Embedder
@@ -104,7 +105,7 @@ def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int], gpus: flo
 
     frame = plan.entities[plan.entities["shard"].isin(pending)]
     step = cfg.rows_per_task
-    ds = ray.data.from_pandas([frame.iloc[i : i + step] for i in range(0, len(frame), step)])
+    ds = dataset_of_frames([frame.iloc[i : i + step] for i in range(0, len(frame), step)])
     logs = ray.put(plan.info.logs) if "tabular" in plan.views else None
     pre = Preprocessor(plan.export.data_config(plan.views), plan.export.meta["tabular_stats"],
                        logs, cfg.audio)
