@@ -45,8 +45,9 @@ class RaysysConfig(Section):
     @model_validator(mode="after")
     def _check_sections_agree(self) -> RaysysConfig:
         """Cross-section rules (raysys.config_rules); each message names the keys involved."""
-        from raysys.config_rules import cross_section_errors
+        from raysys.config_rules import cross_section_errors, resolve_defaults
 
+        resolve_defaults(self)
         errors = cross_section_errors(self)
         if errors:
             raise ValueError("\n  ".join(errors))

@@ -101,8 +101,33 @@ def _local_out(cfg: Any) -> str | None:
     return None
 
 
-RULES: tuple[Rule, ...] = (_loev_heads, _cola, _anchor, _grad_cache, _momentum, _listnet,
-                           _nonfinite, _checkpoint_every, _held_out, _local_out)
+def _cross_backprop(cfg: Any) -> str | None:
+    model = cfg.model
+    if model.cross_head and len(cfg.data.modalities) < 2:
+        return (f"model.cross_head: data.modalities {cfg.data.modalities} has no cross-modal "
+                "pairs for a cross head to learn; drop the key (it is on by default with two "
+                "or more modalities)")
+    default = type(model).model_fields["cross_backprop"].default
+    if not model.cross_head and model.cross_backprop != default:
+        return (f"model.cross_backprop={model.cross_backprop} has no effect without a cross "
+                f"head (model.cross_head is off with data.modalities {cfg.data.modalities}); "
+                "drop the key or set model.cross_head: true")
+    return None
+
+
+RULES: tuple[Rule, ...] = (_cross_backprop, _loev_heads, _cola, _anchor, _grad_cache,
+                           _momentum, _listnet, _nonfinite, _checkpoint_every, _held_out,
+                           _local_out)
+
+
+def resolve_defaults(cfg: Any) -> None:
+    """Fill the defaults that depend on another section: `model.cross_head` left at None is
+    on when the run has two or more modalities (a single modality has no cross pairs); call
+    again after changing data.modalities (e.g. the archive lacks a table)."""
+    model = cfg.model
+    if model.cross_head is None or model._cross_head_auto:
+        model._cross_head_auto = True
+        model.cross_head = len(cfg.data.modalities) > 1
 
 
 def cross_section_errors(cfg: Any) -> list[str]:

@@ -166,6 +166,22 @@ def test_no_logs_parquet_pretraining_prepares_a_model_without_tabular(small_demo
     assert set(model.encoders) == {"audio", "image"}
 
 
+def test_no_logs_parquet_leaves_one_modality_and_no_default_cross_head(small_demo, tmp_path):
+    from raysys.config import ConfigError, load_config
+    from raysys.train.driver import prepare
+
+    root = copy_archive(small_demo, tmp_path / "nologs")
+    (tmp_path / "nologs" / "logs.parquet").unlink()
+    over = [f"archive={root}", f"out={tmp_path}/run", "data.modalities=[audio,tabular]"]
+    cfg = load_config("configs/tiny.yaml", over)
+    assert cfg.model.cross_head is True  # two modalities asked for
+    prepare(cfg)
+    assert cfg.data.modalities == ["audio"] and cfg.model.cross_head is False
+    explicit = load_config("configs/tiny.yaml", [*over, "model.cross_head=true"])
+    with pytest.raises(ConfigError, match="no cross-modal pairs for a cross head"):
+        prepare(explicit)
+
+
 # -- 4. finite but huge float audio: non-finite features are quarantined ------------------------
 
 

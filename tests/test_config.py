@@ -14,6 +14,21 @@ def test_defaults_validate() -> None:
     assert cfg.data.audio.channels == ["logmel", "logstft", "pcen"]
 
 
+@pytest.mark.parametrize("name", ["demo", "recipe", "tiny"])
+def test_shipped_configs_load_with_the_measured_defaults(name: str) -> None:
+    """docs/learning.md's findings are what a config inherits: eq, a crop per view, and with
+    several modalities a cross head that sends no gradient into the encoders."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    cfg = load_config(path)
+    audio = cfg.data.augment.audio
+    assert audio.eq_p == 0.8 and audio.crop_shared is False
+    assert cfg.model.cross_head is True and cfg.model.cross_backprop == 0.0
+    single = load_config(path, ["data.modalities=[audio]"])
+    assert single.model.cross_head is False
+
+
 def test_yaml_and_overrides(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("seed: 3\ndata:\n  batch_size: 8\n  audio:\n    n_bins: 32\n")

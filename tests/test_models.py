@@ -341,8 +341,19 @@ def test_cross_head_is_its_own_projection_on_the_shared_backbone() -> None:
     assert not torch.allclose(out.embeddings["cross"], out.embeddings["invariant"])
     with pytest.raises(ConfigError, match="reserved"):
         load_config(overrides=["model.loev_heads=[cross]"])
-    with pytest.raises(ConfigError, match="cross_backprop only acts on the cross head"):
-        load_config(overrides=["model.cross_backprop=0"])
+
+
+def test_cross_head_is_on_by_default_when_the_run_has_several_modalities() -> None:
+    assert load_config(overrides=[]).model.cross_head is True  # audio, image, tabular
+    assert load_config(overrides=["data.modalities=[audio]"]).model.cross_head is False
+    assert load_config(overrides=["model.cross_head=false"]).model.cross_head is False
+    assert load_config(overrides=[]).model.cross_backprop == 0.0
+    for keys in (["data.modalities=[audio]", "model.cross_backprop=0.5"],
+                 ["model.cross_head=false", "model.cross_backprop=1"]):
+        with pytest.raises(ConfigError, match="cross_backprop=.* has no effect without a cross"):
+            load_config(overrides=keys)
+    with pytest.raises(ConfigError, match="no cross-modal pairs for a cross head"):
+        load_config(overrides=["data.modalities=[audio]", "model.cross_head=true"])
 
 
 def test_tdnn_keeps_frequency_until_the_frame_statistics() -> None:
@@ -361,7 +372,8 @@ def test_tdnn_keeps_frequency_until_the_frame_statistics() -> None:
 
 @pytest.mark.parametrize("share", [0.0, 0.25])
 def test_cross_backprop_scales_what_the_cross_head_sends_to_the_encoder(share: float) -> None:
-    full, part = make_model(cross_head=True), make_model(cross_head=True, cross_backprop=share)
+    full = make_model(cross_head=True, cross_backprop=1.0)
+    part = make_model(cross_head=True, cross_backprop=share)
     grads = []
     for model in (full, part):
         out = model(make_batch())

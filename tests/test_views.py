@@ -44,7 +44,7 @@ def build(vb: ViewBuilder, entity: int = 7, epoch: int = 0, **sources) -> dict:
 def no_aug(**overrides) -> dict:
     """Augment section with every augmentation off except `overrides` (p values)."""
     audio = {k: 0.0 for k in ("gain_p", "noise_p", "pitch_shift_p", "time_stretch_p",
-                              "time_mask_p", "freq_mask_p", "crop_p")}
+                              "time_mask_p", "freq_mask_p", "crop_p", "eq_p")}
     image = {"crop_p": 0.0, "flip_p": 0.0, "color_p": 0.0}
     tabular = {"corrupt_p": 0.0, "window_p": 0.0}
     for key, value in overrides.items():
@@ -136,14 +136,14 @@ def test_different_epoch_entity_or_seed_changes_augmentations(change):
     assert not np.array_equal(base["image"], other["image"])
 
 
-def test_views_are_sampled_independently_but_share_the_audio_crop():
+def test_views_are_sampled_independently_with_a_crop_each_unless_shared():
     row = build(builder(views_per_modality=4))
     assert not np.array_equal(row["image"][0], row["image"][1])
     assert not np.array_equal(row["audio"][0], row["audio"][1])
-    starts = row["aug.audio.crop.start"]
-    assert row["aug.audio.crop.applied"].all() and np.all(starts == starts[0])
-    unshared = build(builder(views_per_modality=4, augment={"audio": {"crop_shared": False}}))
-    assert len(set(unshared["aug.audio.crop.start"].tolist())) > 1
+    assert len(set(row["aug.audio.crop.start"].tolist())) > 1  # default: one crop per view
+    shared = build(builder(views_per_modality=4, augment={"audio": {"crop_shared": True}}))
+    starts = shared["aug.audio.crop.start"]
+    assert shared["aug.audio.crop.applied"].all() and np.all(starts == starts[0])
 
 
 def test_disabled_augmentation_is_the_evaluation_preprocessing():

@@ -61,8 +61,9 @@ class AudioAugment(Section):
     gain_p: float = Field(0.8, ge=0, le=1)
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     noise_p: float = Field(0.5, ge=0, le=1)
-    eq_p: float = Field(0.0, ge=0, le=1, description="random microphone colouring (tilt and "
-                        "resonance/notch): 0 = off")
+    eq_p: float = Field(0.8, ge=0, le=1, description="random microphone colouring (tilt and "
+                        "resonance/notch), so two views do not share the recording's colour; "
+                        "0 = off (docs/learning.md)")
     eq_tilt_db: tuple[float, float] = Field((-3.0, 3.0), description="dB per octave at 1 kHz")
     eq_peak_db: tuple[float, float] = Field((-8.0, 8.0), description="resonance (+) / notch (-)")
     eq_peak_hz: tuple[float, float] = Field((300.0, 4000.0), description="its centre, Hz")
@@ -76,7 +77,8 @@ class AudioAugment(Section):
     freq_mask_p: float = Field(0.5, ge=0, le=1)
     crop_p: float = Field(1.0, ge=0, le=1, description="random (vs centre) clip crop")
     crop_shared: bool = Field(
-        True, description="all views of an entity share the crop position (LOEV); False = COLA"
+        False, description="all views of an entity share the crop position (the LOEV paper's "
+        "setting); False = each view its own crop (COLA; better embeddings, docs/learning.md)"
     )
     pitch_shift_ratio_base: int = Field(
         200,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from raysys.config_base import Section
 from raysys.data.config import Modality
@@ -95,16 +95,19 @@ class ModelConfig(Section):
     loev_plus_plus_modalities: list[Modality] = Field(
         default_factory=lambda: ["audio"], description="encoders whose last stage is replicated"
     )
-    cross_head: bool = Field(
-        False, description="a separate `cross` head per modality that takes the cross-modal "
+    cross_head: bool | None = Field(
+        None, description="a separate `cross` head per modality that takes the cross-modal "
         "pairs of the binary term, so aligning modalities does not pull what only one modality "
-        "carries (timbre, voice) out of the invariant head (docs/learning.md)",
+        "carries (timbre, voice) out of the invariant head (docs/learning.md); None = on when "
+        "the run has two or more modalities (resolved with data.modalities)",
     )
     cross_backprop: float = Field(
-        1.0, ge=0, le=1, description="share of the cross head's gradient that reaches the "
-        "encoders: 1 = all; 0 = none, the encoders are shaped by same-modality pairs only and "
-        "the cross heads learn to align their features",
+        0.0, ge=0, le=1, description="share of the cross head's gradient that reaches the "
+        "encoders: 0 = none, the encoders are shaped by same-modality pairs only and the cross "
+        "heads learn to align their features (the measured default, docs/learning.md); 1 = all",
     )
+    _cross_head_auto: bool = PrivateAttr(False)  # cross_head left at None, resolved from
+    # data.modalities (raysys.config_rules.resolve_defaults); resolved again if they change
     cola: bool = Field(False, description="add the COLA head tanh(LayerNorm(Linear(x)))")
     centre_momentum: float | None = Field(
         0.9, ge=0, lt=1,
@@ -126,9 +129,6 @@ class ModelConfig(Section):
     def _check(self) -> ModelConfig:
         if self.loev_plus_plus and not self.loev_heads:
             raise ValueError("loev_plus_plus needs at least one entry in loev_heads")
-        if self.cross_backprop < 1 and not self.cross_head:
-            raise ValueError("cross_backprop only acts on the cross head: set cross_head: true "
-                             "(or leave cross_backprop at 1)")
         return self
 
     def shared_head(self) -> str:

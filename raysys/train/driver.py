@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from raysys.config import ConfigError, RaysysConfig, _format_errors, dump_config
+from raysys.config_rules import resolve_defaults
 from raysys.data.pipeline import open_archive
 from raysys.data.quarantine import TooManyBadRecords, ratings_problem
 from raysys.train import intrain_eval, preflight
@@ -88,6 +89,7 @@ def prepare(cfg: RaysysConfig, info: Any = None) -> Any:
         say(f"note: {note}")
     if pipe.cfg.modalities != cfg.data.modalities:  # e.g. no logs.parquet: no tabular encoder
         cfg.data.modalities = list(pipe.cfg.modalities)
+        resolve_defaults(cfg)  # a default cross head needs two modalities
         try:
             RaysysConfig.model_validate(cfg.model_dump())  # cross-section rules still hold?
         except ValidationError as e:
