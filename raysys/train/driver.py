@@ -29,7 +29,9 @@ def storage_path(cfg: RaysysConfig) -> str:
     return preflight.storage_root(cfg)
 
 
-def build_trainer(cfg: RaysysConfig, pipe: Any):
+def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = None):
+    """The run's TorchTrainer; `callbacks` go into its RunConfig (a sweep passes Tune's
+    TuneReportCallback)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -48,6 +50,7 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
             storage_path=storage_path(cfg),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             failure_config=FailureConfig(max_failures=t.max_failures),
+            callbacks=callbacks,
         ),
     )
 
@@ -92,8 +95,9 @@ def prepare(cfg: RaysysConfig) -> Any:
     return pipe
 
 
-def pretrain(cfg: RaysysConfig) -> dict[str, Any]:
-    """Run (or resume) pretraining; returns a summary with the output locations."""
+def pretrain(cfg: RaysysConfig, callbacks: list[Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) pretraining; returns a summary with the output locations.
+    `callbacks`: Ray Train callbacks (a sweep's trial passes Tune's TuneReportCallback)."""
     from raysys.runtime import init_ray
 
     pipe = prepare(cfg)
@@ -103,7 +107,7 @@ def pretrain(cfg: RaysysConfig) -> dict[str, Any]:
     init_ray()
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
-    result = build_trainer(cfg, pipe).fit()
+    result = build_trainer(cfg, pipe, callbacks).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")
     meta = export_from_checkpoint(cfg, pipe, result.checkpoint)
