@@ -96,11 +96,12 @@ def check_sweep(tree: dict[str, Any], cfg: RaysysConfig) -> None:
 
 
 def trial_resources(cfg: RaysysConfig) -> dict[str, float]:
-    """What one trial holds while it trains: its driver function, the training workers, one
-    decode task of Ray Data (more run when CPUs are free) and the evaluation actor."""
+    """What one trial holds while it trains: its driver function, the training workers, Ray
+    Data (one decode task, and a whole CPU for the metadata tasks it starts when a worker opens
+    its shard; more decode tasks run when CPUs are free) and the evaluation actor."""
     t = cfg.train
-    cpus = (cfg.sweep.trial_cpus + t.num_workers * t.cpus_per_worker + cfg.data.decode_cpus
-            + cfg.eval.cpus)
+    cpus = (cfg.sweep.trial_cpus + t.num_workers * t.cpus_per_worker
+            + max(cfg.data.decode_cpus, 1.0) + cfg.eval.cpus)
     return {"CPU": cpus, "GPU": float(t.num_workers if t.use_gpu else 0)}
 
 

@@ -30,6 +30,15 @@ Mode = Literal["min", "max"]
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice")
 
 
+def _number(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 class Dimension(Section):
     """One searched key: exactly one of the distributions. `randint`'s upper end is exclusive
     (as in Ray Tune); `loguniform` needs a positive lower end."""
@@ -38,6 +47,14 @@ class Dimension(Section):
     uniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None
     choice: list[Any] | None = None
+
+    @field_validator("choice", mode="before")
+    @classmethod
+    def _numbers(cls, value: Any) -> Any:
+        """YAML 1.1 reads `1e-9` (no dot) as text: such choices become numbers."""
+        if not isinstance(value, list):
+            return value
+        return [_number(v) for v in value]
 
     @model_validator(mode="after")
     def _check(self) -> Dimension:
@@ -116,7 +133,7 @@ class SweepConfig(Section):
         "for the documented default range of that key")
     trial_cpus: float = Field(
         0.0, ge=0, description="logical CPUs of each trial's driver function (it only waits "
-        "on its TorchTrainer)")
+        "on its TorchTrainer); 0 keeps every CPU for training and Ray Data")
 
     @field_validator("space", mode="before")
     @classmethod

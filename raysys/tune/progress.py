@@ -25,14 +25,13 @@ def trial_state(trial: Any, steps: int) -> str:
     return "running" if status == "RUNNING" else "pending"
 
 
-def progress_line(states: list[str], total: int, elapsed: float, concurrency: int) -> str:
+def progress_line(states: list[str], total: int, elapsed: float) -> str:
     finished = sum(s in ("completed", "stopped", "error") for s in states)
     counts = {s: states.count(s) for s in ("stopped", "running", "error")}
     left = max(total - finished, 0)
     eta = ""
-    if finished and left:
-        per_trial = elapsed / finished * min(concurrency, max(len(states), 1))
-        eta = f" · ETA ~{_dur(per_trial * left / max(concurrency, 1))}"
+    if finished and left:  # wall time per finished trial so far (concurrency included)
+        eta = f" · ETA ~{_dur(elapsed / finished * left)}"
     return (f"[sweep] {time.strftime('%H:%M:%S')} trials {finished} done "
             f"({counts['stopped']} stopped early), {counts['running']} running, "
             f"{counts['error']} failed, {left - counts['running']} pending of {total} · "
@@ -69,7 +68,6 @@ class SweepProgress(Callback):
         self.metrics = cfg.sweep.metrics
         self.keys = list(cfg.sweep.space)
         self.every_s = every_s
-        self.concurrency = 1
         self.started = time.time()
         self.printed = 0.0
 
@@ -81,9 +79,7 @@ class SweepProgress(Callback):
 
     def _line(self, trials: list[Any]) -> None:
         states = [trial_state(t, self.steps) for t in trials]
-        self.concurrency = max(self.concurrency, states.count("running"))
-        print(progress_line(states, self._total(trials), time.time() - self.started,
-                            self.concurrency), flush=True)
+        print(progress_line(states, self._total(trials), time.time() - self.started), flush=True)
         self.printed = time.time()
 
     def table(self, trials: list[Any]) -> str:

@@ -56,10 +56,13 @@ def trainable(tree: dict[str, Any], cfg: RaysysConfig) -> Any:
     from raysys.tune.trial import run_trial
 
     fn = tune.with_parameters(run_trial, base=tree, sweep_dir=cfg.out)
-    return tune.with_resources(fn, {"CPU": cfg.sweep.trial_cpus})
+    # Tune refuses an empty request: with 0 CPUs the trial asks for 1 MiB of memory instead.
+    cpus = cfg.sweep.trial_cpus
+    return tune.with_resources(fn, {"CPU": cpus} if cpus else {"CPU": 0, "memory": 2**20})
 
 
-def search_and_scheduler(cfg: RaysysConfig) -> tuple[Any, Any]:
+def search_and_scheduler(cfg: RaysysConfig, max_concurrent: int) -> tuple[Any, Any]:
+    """The search algorithm (it enforces `max_concurrent`) and the scheduler."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -73,7 +76,7 @@ def search_and_scheduler(cfg: RaysysConfig) -> tuple[Any, Any]:
                               mode=sweep.modes if multi else sweep.modes[0],
                               sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     else:
-        search = BasicVariantGenerator(random_state=cfg.seed)
+        search = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=max_concurrent)
     scheduler = None
     if sweep.scheduler == "asha":  # on the first metric (multi-objective: the first objective)
         scheduler = ASHAScheduler(time_attr="step", metric=sweep.metrics[0],
@@ -93,12 +96,14 @@ def build_tuner(tree: dict[str, Any], cfg: RaysysConfig, max_concurrent: int) ->
 
     from raysys.tune.progress import SweepProgress
 
-    search, scheduler = search_and_scheduler(cfg)
+    grid_like = cfg.sweep.search != "optuna"  # the generator itself holds max_concurrent
+    search, scheduler = search_and_scheduler(cfg, max_concurrent)
     return tune.Tuner(
         trainable(tree, cfg),
         param_space=param_space(cfg.sweep),
         tune_config=tune.TuneConfig(num_samples=cfg.sweep.num_samples, search_alg=search,
-                                    scheduler=scheduler, max_concurrent_trials=max_concurrent,
+                                    scheduler=scheduler,
+                                    max_concurrent_trials=None if grid_like else max_concurrent,
                                     trial_dirname_creator=trial_dirname,
                                     trial_name_creator=trial_dirname),
         run_config=tune.RunConfig(name=TUNE_DIR, storage_path=cfg.out, verbose=0,

@@ -43,17 +43,28 @@ def trial_config(base: dict[str, Any], values: dict[str, Any], sweep_dir: str,
     return build_config(tree)
 
 
-def run_trial(values: dict[str, Any], *, base: dict[str, Any], sweep_dir: str) -> None:
-    """Tune's trainable (wrapped with `tune.with_parameters`): pretrain with this trial's
-    values; metrics reach Tune through TuneReportCallback. An exception fails only this trial
-    (Tune records it with its error; the sweep goes on)."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
+def _pretrain(cfg: dict[str, Any], callback: Any) -> dict[str, Any]:
     from raysys.runtime import quiet_ray_data
     from raysys.train.driver import pretrain
 
+    quiet_ray_data()
+    return pretrain(RaysysConfig.model_validate(cfg), callbacks=[callback])
+
+
+def run_trial(values: dict[str, Any], *, base: dict[str, Any], sweep_dir: str) -> None:
+    """Tune's trainable (wrapped with `tune.with_parameters`): pretrain with this trial's
+    values; metrics reach Tune through TuneReportCallback. An exception fails only this trial
+    (Tune records it with its error; the sweep goes on).
+
+    The pretraining driver runs in a task outside the trial's placement group: Tune captures
+    the child tasks of a trial in its group, Ray Train's controller and workers would inherit
+    that, and the Ray Data decode tasks the workers start would then wait forever for CPUs
+    inside the (full) training group. The callback is built here, in the Tune session."""
+    import ray
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(base, values, sweep_dir, trial_id)
-    quiet_ray_data()
-    pretrain(cfg, callbacks=[TuneReportCallback()])
+    driver = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="DEFAULT")(_pretrain)
+    ray.get(driver.remote(cfg.model_dump(mode="json"), TuneReportCallback()))

@@ -1,0 +1,181 @@
+"""`raysys sweep`: every bad input fails before any trial (exit 2, naming the key); real Ray
+Tune sweeps of tiny pretraining runs: results, best.yaml, ASHA stopping a learning rate of
+~0, and a sweep whose driver is killed after its first trial resumed to the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from raysys.cli import main
+from raysys.config import ConfigError, load_config
+from raysys.tune.checks import concurrency
+from raysys.tune.space import dimensions
+from raysys.tune.sweep import sweep_config
+
+STEPS = 8
+BASE = [f"train.steps={STEPS}", "train.log_every=2", "train.checkpoint_every=4",
+        "train.warmup_steps=1", "eval.every=2", "data.eval_fraction=0.5",
+        "sweep.metric=eval/label/ncc_train", "sweep.grace_period=4"]
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> str:
+    from raysys.data.demo import make_demo_archive
+
+    root = tmp_path_factory.mktemp("sweep") / "archive"
+    make_demo_archive(str(root), entities=48, seed=0, missing_fraction=0.1)
+    return str(root)
+
+
+def overrides(archive: str, out: Path, *extra: str) -> list[str]:
+    return [f"archive={archive}", f"out={out}", *BASE, *extra]
+
+
+# -- bad input: before Ray ---------------------------------------------------------------------
+
+LR = "sweep.space.train.lr={choice: [0.001, 0.01]}"
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    (["sweep.space.train.lrr={choice: [0.1]}"], "sweep.space.train.lrr: the config rejects"),
+    (["sweep.space.train.lr={choice: [0, 0.1]}"], "sweep.space.train.lr: the config rejects"),
+    (["sweep.space.objective.loev.weights.pitch={uniform: [0, 1]}"],
+     "sweep.space.objective.loev.weights.pitch"),
+    (["sweep.space.train.lr={uniform: [0.1, 0.1]}"], "train.lr: uniform: empty range"),
+    (["sweep.space.train.steps={randint: [4, 4]}"], "train.steps: randint: empty range"),
+    (["sweep.space.train.lr={choice: []}"], "train.lr: choice: empty list"),
+    (["sweep.space.data.batch_size=default"], "sweep.space.data.batch_size: no default range"),
+    ([], "sweep.space: empty"),
+    ([LR, "sweep.metric=eval/label/probe"], "sweep.metric: 'eval/label/probe' is not reported"),
+    ([LR, "sweep.metric=loss"], "sweep.metric: 'loss' is not reported"),
+    ([LR, "eval.every=0"], "sweep.metric: trials report evaluation metrics only with"),
+    ([LR, "sweep.grace_period=1"], "sweep.grace_period (1) < eval.every (2)"),
+    ([LR, "sweep.space.objective.w_bin=default"], None),  # accepted
+    (["sweep.space.train.lr=default", "sweep.search=grid"], "sweep.search=grid needs `choice`"),
+    ([LR, "sweep.metric=[eval/label/knn, eval/coarse/knn]"], "needs sweep.search=optuna"),
+])
+def test_bad_space_or_metric_fails_before_ray(archive, tmp_path, extra, named):
+    if named is None:
+        tree, cfg = sweep_config(None, overrides(archive, tmp_path / "s", *extra))
+        assert dimensions(cfg.sweep)["objective.w_bin"].loguniform == (0.1, 10.0)
+        return
+    with pytest.raises(ConfigError, match=named.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[")):
+        sweep_config(None, overrides(archive, tmp_path / "s", *extra))
+
+
+def test_cli_exit_2_before_any_trial(archive, tmp_path, capsys):
+    out = tmp_path / "s"
+    rc = main(["sweep", "--out", str(out), *overrides(archive, out, "sweep.space.nope.x="
+                                                       "{choice: [1]}")])
+    assert rc == 2 and "sweep.space.nope.x" in capsys.readouterr().err
+    assert not out.exists()  # nothing started
+    assert main(["sweep", "--resume", str(tmp_path / "missing")]) == 2
+
+
+def test_max_concurrent_trials_against_the_cluster(archive, tmp_path):
+    cfg = load_config("configs/tiny.yaml", overrides(archive, tmp_path, LR))
+    assert concurrency(cfg, {"CPU": 2.0}) == 1  # 1 CPU of workers + 1 of Ray Data
+    assert concurrency(cfg, {"CPU": 8.0}) == 4
+    cfg.sweep.max_concurrent_trials = 2
+    with pytest.raises(ConfigError, match="sweep.max_concurrent_trials: 2 trials need"):
+        concurrency(cfg, {"CPU": 2.0})
+    cfg.train.num_workers = 4
+    with pytest.raises(ConfigError, match="no trial can be scheduled"):
+        concurrency(cfg, {"CPU": 2.0})
+
+
+def test_pareto_front_and_progress_line():
+    import numpy as np
+
+    from raysys.tune.progress import progress_line
+    from raysys.tune.results import pareto_front
+
+    values = np.array([[0.9, 0.1], [0.5, 0.5], [0.4, 0.4], [0.1, 0.9], [0.9, 0.05]])
+    assert pareto_front(values, ["max", "max"]).tolist() == [0, 1, 3]
+    assert pareto_front(values, ["max", "min"]).tolist() == [4]  # [0.9, 0.05] dominates
+    line = progress_line(["completed", "stopped", "running", "pending"], 4, 120.0)
+    assert "2 done (1 stopped early), 1 running, 0 failed, 1 pending of 4" in line
+    assert "ETA ~2m00s" in line
+
+
+# -- real sweeps (Ray Tune on the session's local instance) -------------------------------------
+
+GRID = ["sweep.search=grid", "sweep.num_samples=1", "sweep.reduction_factor=2"]
+
+
+@pytest.mark.slow
+def test_sweep_end_to_end_asha_stops_lr_zero(ray_session, archive, tmp_path):
+    """3 trials, one with a learning rate of ~0 (the config demands lr > 0) run last: ASHA
+    stops it at its first rung; results, history, best.yaml (loadable as is) and plots."""
+    from raysys.train.preflight import check_run_config
+    from raysys.tune.sweep import run_sweep
+
+    out = tmp_path / "s"
+    tree, cfg = sweep_config("configs/tiny.yaml", overrides(
+        archive, out, *GRID, "sweep.space.train.lr={choice: [0.01, 0.003, 1.0e-12]}"))
+    summary = run_sweep(tree, cfg)
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 3 and (out / "results.csv").exists()
+    by_lr = results.set_index("config/train.lr")
+    assert by_lr.loc[1e-12, "state"] == "stopped" and by_lr.loc[1e-12, "steps"] < STEPS
+    assert set(by_lr.loc[[0.01, 0.003], "state"]) <= {"completed", "stopped"}
+    history = pd.read_parquet(out / "history.parquet")
+    assert set(history["trial_id"]) == set(results["trial_id"])
+    assert history["eval/label/ncc_train"].notna().any()
+    best = load_config(out / "best.yaml")  # a ready `raysys pretrain` config, as is
+    check_run_config(best)
+    assert best.train.lr in (0.01, 0.003) and summary["best_trials"]
+    assert (out / "plots" / "metric_over_steps.png").exists()
+    assert (out / "plots" / "metric_vs_train_lr.png").exists()
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
+    start = time.time()
+    while not predicate():
+        assert proc.poll() is None, "the sweep ended before it was killed"
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_every_trial_once(ray_session, archive, tmp_path):
+    """The driver (a subprocess joined to this Ray instance) is killed once its first trial
+    has finished; `--resume` runs the other trial and does not repeat the first."""
+    from raysys.tune.sweep import resume_sweep
+
+    out = tmp_path / "s"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
+           "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, "-m", "raysys.cli", "sweep", "--config", "configs/tiny.yaml",
+           "--out", str(out), *overrides(archive, out, *GRID, "sweep.scheduler=none",
+                                         "sweep.space.train.lr={choice: [0.01, 0.003]}")]
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    try:
+        done = lambda: len(list((out / "trials").glob("*/summary.json"))) >= 1  # noqa: E731
+        _wait_for(done, 600, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first = next((out / "trials").glob("*/summary.json"))
+    stamp = first.stat().st_mtime
+    time.sleep(5)  # the killed driver's trial actors go with it
+    summary = resume_sweep(str(out))
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 2 and set(results["state"]) == {"completed"}
+    assert first.stat().st_mtime == stamp  # the finished trial did not run again
+    for run in results["run"]:
+        steps = [json.loads(line)["step"] for line in
+                 (Path(run) / "metrics.jsonl").read_text().splitlines()
+                 if "loss" in json.loads(line)]
+        assert steps == sorted(set(steps)) and steps[-1] == STEPS  # each step logged once
+    assert summary["trials"] == 2
