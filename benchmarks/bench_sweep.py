@@ -1,7 +1,7 @@
 """ASHA against running every trial to the end, at the same num_samples and search space.
 
     python benchmarks/bench_sweep.py --archive /tmp/bench-archive --out /tmp/bench-sweep \
-        --samples 4 --steps 12 [key=value ...]
+        --samples 2 --steps 8 [key=value ...]
 
 Runs the same sweep twice on a new local Ray instance (grid search over `train.lr`, so both
 sweeps see the same trials): `sweep.scheduler=asha` and `sweep.scheduler=none`. Reports per
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysys.tune.sweep import run_sweep, sweep_config  # noqa: E402
 
-LRS = [1e-2, 3e-3, 1e-3, 1e-12]
+LRS = [1e-12, 5e-2, 1e-3, 1e-2]  # --samples N takes the first N (grid order)
 
 
 def step_time(history: pd.DataFrame) -> float:
@@ -64,8 +64,8 @@ def main() -> None:
     p.add_argument("--archive", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--config", default="configs/tiny.yaml")
-    p.add_argument("--samples", type=int, default=4, choices=range(2, len(LRS) + 1))
-    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--samples", type=int, default=2, choices=range(2, len(LRS) + 1))
+    p.add_argument("--steps", type=int, default=8)
     p.add_argument("--metric", default="eval/label/ncc_train")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()

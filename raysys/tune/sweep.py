@@ -82,7 +82,8 @@ def search_and_scheduler(cfg: RaysysConfig, max_concurrent: int) -> tuple[Any, A
         scheduler = ASHAScheduler(time_attr="step", metric=sweep.metrics[0],
                                   mode=sweep.modes[0], max_t=cfg.train.steps,
                                   grace_period=sweep.grace_period,
-                                  reduction_factor=sweep.reduction_factor)
+                                  reduction_factor=sweep.reduction_factor,
+                                  stop_last_trials=False)  # a trial at max_t ends on its own
     return search, scheduler
 
 
