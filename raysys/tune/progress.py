@@ -14,9 +14,10 @@ from ray.tune import Callback
 from raysys.config import RaysysConfig
 
 
-def trial_state(trial: Any, steps: int) -> str:
-    """pending | running | completed | stopped (early, by ASHA) | error."""
-    status = trial.status
+def trial_state(trial: Any, steps: int, status: str | None = None) -> str:
+    """pending | running | completed | stopped (early, by ASHA) | error. `status` overrides
+    the trial's own (Tune calls back on a trial's end before it updates its status)."""
+    status = status or trial.status
     if status == "ERROR":
         return "error"
     if status == "TERMINATED":
@@ -77,16 +78,17 @@ class SweepProgress(Callback):
     def _total(self, trials: list[Any]) -> int:
         return max(self.total, len(trials))  # grid: num_samples x grid points
 
-    def _line(self, trials: list[Any]) -> None:
-        states = [trial_state(t, self.steps) for t in trials]
+    def _line(self, trials: list[Any], ending: Any = None, status: str | None = None) -> None:
+        states = [trial_state(t, self.steps, status if t is ending else None) for t in trials]
         print(progress_line(states, self._total(trials), time.time() - self.started), flush=True)
         self.printed = time.time()
 
-    def table(self, trials: list[Any]) -> str:
+    def table(self, trials: list[Any], ending: Any = None) -> str:
         rows = []
         for t in trials:
             r = t.last_result or {}
-            rows.append({"trial": t.trial_id, "state": trial_state(t, self.steps),
+            state = trial_state(t, self.steps, "TERMINATED" if t is ending else None)
+            rows.append({"trial": t.trial_id, "state": state,
                          "step": r.get("step"), **{m: r.get(m) for m in self.metrics},
                          **{k: t.config.get(k) for k in self.keys}})
         return trial_table(rows, ["trial", "state", "step", *self.metrics, *self.keys])
@@ -101,9 +103,9 @@ class SweepProgress(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
                           **info: Any) -> None:
-        self._line(trials)
-        print(self.table(trials), flush=True)
+        self._line(trials, trial, "TERMINATED")
+        print(self.table(trials, trial), flush=True)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         print(f"[sweep] trial {trial.trial_id} failed (recorded; the sweep goes on)", flush=True)
-        self._line(trials)
+        self._line(trials, trial, "ERROR")
