@@ -66,5 +66,11 @@ def run_trial(values: dict[str, Any], *, base: dict[str, Any], sweep_dir: str) -
 
     trial_id = ray.tune.get_context().get_trial_id()
     cfg = trial_config(base, values, sweep_dir, trial_id)
-    driver = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="DEFAULT")(_pretrain)
+    # RAY_ADDRESS for what the driver starts (inherited): Ray Train's PlacementGroupCleaner
+    # asks the state API whether the controller lives, and without an address that fails on a
+    # machine running several Ray instances, so the group of a trial ASHA stopped would leak
+    # (its CPUs never return and the next trial's Ray Data tasks wait forever).
+    env = {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
+    driver = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="DEFAULT",
+                        runtime_env=env)(_pretrain)
     ray.get(driver.remote(cfg.model_dump(mode="json"), TuneReportCallback()))
