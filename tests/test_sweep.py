@@ -118,7 +118,7 @@ def test_sweep_end_to_end_asha_stops_a_bad_trial(ray_session, archive, tmp_path)
     """3 trials in grid order: a learning rate of ~0 (the config demands lr > 0), 1e-3 and
     5e-2. On this tiny archive 8 steps cannot improve on the random initialisation, and a
     learning rate of 5e-2 wrecks it (eval/label/ncc_train falls from ~0.79 to ~0.5 within 2
-    steps at 1e-2 already): ASHA stops that trial at its first rung (step 4). Results, history,
+    steps at 1e-2 already): ASHA stops that trial at its first rung. Results, history,
     best.yaml (loadable as is) and plots are written."""
     from raysys.train.preflight import check_run_config
     from raysys.tune.sweep import run_sweep
