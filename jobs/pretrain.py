@@ -1,11 +1,14 @@
 """Pretraining as a Ray job: the same arguments as `raysys pretrain`.
 
     ray job submit --working-dir . -- python jobs/pretrain.py \
-        --config configs/demo.yaml --archive s3://bucket/archive --out runs/a --steps 1000
+        --config configs/demo.yaml --archive s3://bucket/archive --out /home/ray/runs/a \
+        --steps 1000 train.storage_path=s3://bucket/ckpt
 
 Inside a job, RAY_ADDRESS points at the cluster, so the driver joins it instead of starting a
-local instance. The run folder (`--out`) is local to the node that runs the driver; put
-checkpoints on shared storage with `train.storage_path=s3://...`.
+local instance. The run folder (`--out`) is local to the node that runs the driver and must be
+absolute (a relative one would land in the job's temporary working dir: refused); put
+checkpoints on shared storage with `train.storage_path=s3://...` (docs/cluster.md). A user
+error (config, archive, paths, cluster size) ends the job FAILED with one message, exit 2.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ except ImportError:  # the job's working dir is the repository: import from the 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from raysys.cli import add_pretrain_args, cmd_pretrain
-from raysys.config import ConfigError
+from raysys.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return cmd_pretrain(args)
-    except ConfigError as e:
+    except UserError as e:  # config, archive, paths, cluster size: one message, exit 2
         print(f"jobs/pretrain.py: {e}", file=sys.stderr)
         return 2
 

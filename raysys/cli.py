@@ -1,8 +1,13 @@
-"""The `raysys` command line: make-demo-data, make-corpus, data inspect, config show, pretrain,
-sweep, demo, embed, evaluate.
+"""The `raysys` command line: make-demo-data, make-corpus, data inspect, config show, cluster
+check, pretrain, sweep, demo, embed, evaluate.
 
 Every subcommand that takes a config accepts `--config FILE` and trailing `key.path=value`
-overrides; a wrong key or value fails before any work starts, naming the key.
+overrides (values are YAML: `train.steps=50`, `'data.modalities=[audio, image]'`,
+`'eval.label_sets={fine: label, coarse: label_family}'`); a wrong key or value fails before
+any work starts, naming the key (`raysys config show --explain` lists every key). User errors
+(config, archive tables, paths, cluster size) print one message and exit 2.
+
+Modules are imported by the subcommand that needs them, so `raysys --help` stays fast.
 """
 
 from __future__ import annotations
@@ -10,10 +15,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from raysys.config import ConfigError, RaysysConfig, dump_config, load_config
+from raysys import __version__
+
+if TYPE_CHECKING:
+    from raysys.config import RaysysConfig
 
 DEMO_ENTITIES = 512
+CORPORA = ("music", "speech")  # raysys.corpora.BUILDERS (not imported here: it is slow)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -22,6 +32,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _config_from(args: argparse.Namespace, extra: Sequence[str] = ()) -> RaysysConfig:
+    from raysys.config import load_config
+
     return load_config(args.config, [*extra, *args.overrides])
 
 
@@ -50,19 +62,41 @@ def cmd_make_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def archive_tables(cfg: RaysysConfig) -> Any:
+    """The archive's tables checked before the heavy imports (torch, Ray Train) and before Ray
+    starts: a schema error (file, row, column named) comes in about a second."""
+    from raysys.data.archive import check_tables
+
+    return check_tables(cfg.archive, allow_outside=cfg.data.allow_outside_paths)
+
+
 def cmd_data_inspect(args: argparse.Namespace) -> int:
     from raysys.data.inspect import inspect_archive, print_summary
+    from raysys.data.pipeline import open_archive
     from raysys.runtime import init_ray
 
     cfg = _config_from(args, [f"archive={args.archive}"])
+    pipe = open_archive(cfg.archive, cfg.data, archive_tables(cfg))
     init_ray()
-    summary = inspect_archive(cfg.archive, cfg.data, out_dir=args.out)
+    summary = inspect_archive(cfg.archive, cfg.data, out_dir=args.out, pipe=pipe)
     print_summary(summary, out_dir=args.out)
     return 0 if summary["ok"] else 3
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
-    print(dump_config(_config_from(args)), end="")
+    from raysys.config import dump_config, explain_config
+
+    cfg = _config_from(args)
+    print(explain_config(cfg) if args.explain else dump_config(cfg), end="")
+    return 0
+
+
+def cmd_cluster_check(args: argparse.Namespace) -> int:
+    from raysys.cluster_check import check_cluster
+
+    for line in check_cluster(args.cluster_yaml, _config_from(args)):
+        print(line)
+    print(f"{args.cluster_yaml}: ok")
     return 0
 
 
@@ -102,17 +136,19 @@ def start_or_join_ray(address: str | None = None) -> None:
 
 
 def pretrain_config(args: argparse.Namespace) -> RaysysConfig:
+    from raysys.config import load_config
+
     return load_config(args.config, pretrain_overrides(args))
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     import json
 
+    cfg = pretrain_config(args)  # validated before Ray starts
+    info = archive_tables(cfg)
     from raysys.train.driver import pretrain
 
-    cfg = pretrain_config(args)  # validated before Ray starts
-    start_or_join_ray(args.address)
-    summary = pretrain(cfg)
+    summary = pretrain(cfg, address=args.address, info=info)  # storage, paths: before Ray too
     print(json.dumps(summary, indent=1, default=str))
     return 0
 
@@ -129,6 +165,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Every check that needs no Ray runs before Ray starts (exit 2 on a bad config)."""
     import json
 
+    from raysys.config import ConfigError
     from raysys.tune.sweep import resume_sweep, run_sweep, saved_config, sweep_config
 
     if args.resume:
@@ -155,7 +192,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="raysys", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="raysys", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=__doc__.split("\n\nModules")[0])
+    parser.add_argument("--version", action="version", version=f"raysys {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-demo-data", help="write the deterministic demo archive")
@@ -165,11 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--missing-fraction", type=float, default=0.1)
     p.set_defaults(func=cmd_make_demo_data)
 
-    from raysys.corpora import BUILDERS
-
     p = sub.add_parser("make-corpus", help="build a realistic benchmark corpus from recorded "
                                            "material (installs its Debian packages if missing)")
-    p.add_argument("name", choices=sorted(BUILDERS), help="which corpus")
+    p.add_argument("name", choices=CORPORA, help="which corpus")
     p.add_argument("out", help="archive folder to write")
     p.add_argument("--entities", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
@@ -188,8 +226,18 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", help="config tools")
     cfg = cfg.add_subparsers(dest="cfg_cmd", required=True)
     p = cfg.add_parser("show", help="print the validated config with overrides applied")
+    p.add_argument("--explain", action="store_true",
+                   help="every key with its value, default and description")
     _add_config_args(p)
     p.set_defaults(func=cmd_config_show)
+
+    cluster = sub.add_parser("cluster", help="Ray cluster tools")
+    cluster = cluster.add_subparsers(dest="cluster_cmd", required=True)
+    p = cluster.add_parser("check", help="validate a cluster launcher YAML offline (Ray's schema) "
+                                         "and against a raysys config (GPUs, install, storage)")
+    p.add_argument("cluster_yaml", help="the `ray up` config, e.g. cluster.yaml")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_cluster_check)
 
     p = sub.add_parser("pretrain", help="pretrain on an archive (Ray Train + DeepSpeed)")
     add_pretrain_args(p)
@@ -207,20 +255,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from raysys.embed.cli import add_embed_parser
-    from raysys.evaluate import add_evaluate_parser
+    from raysys.evaluate_cli import add_evaluate_parser
 
     add_embed_parser(sub)
     add_evaluate_parser(sub)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "raysys") -> int:
+    """Parse and run; a user error (raysys.errors.UserError) is one message and exit 2."""
+    from raysys.errors import UserError
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except ConfigError as e:
-        print(f"raysys: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"{prog}: {e}", file=sys.stderr)
         return 2
 
 

@@ -8,14 +8,17 @@ Every error names the dotted key and what was expected, e.g.
 
 from __future__ import annotations
 
+import difflib
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from raysys.config_base import Section
 from raysys.data.config import DataConfig
+from raysys.errors import UserError
 from raysys.eval.config import EvaluationConfig
 from raysys.models.config import ModelConfig
 from raysys.objectives.config import ObjectiveConfig
@@ -23,7 +26,7 @@ from raysys.train.config import TrainConfig
 from raysys.tune.config import SweepConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(ValueError, UserError):
     """A config file or override is wrong; the message names the key path."""
 
 
@@ -31,7 +34,8 @@ class RaysysConfig(Section):
     """Root of the config tree. Sections are added as the system grows."""
 
     archive: str = Field("raysys-demo/archive", description="local folder or s3:// prefix")
-    out: str = Field("raysys-demo/run", description="run folder (local or s3://)")
+    out: str = Field("raysys-demo/run", description="local run folder: every output of a run "
+                     "lands under it (made absolute on the driver)")
     seed: int = 0
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -42,25 +46,12 @@ class RaysysConfig(Section):
 
     @model_validator(mode="after")
     def _check_sections_agree(self) -> RaysysConfig:
-        """Cross-section rules; each message names the keys involved."""
-        from raysys.data.augment import AUG_PARAMS
+        """Cross-section rules (raysys.config_rules); each message names the keys involved."""
+        from raysys.config_rules import cross_section_errors
 
-        obj, model, data = self.objective, self.model, self.data
-        if obj.loev.enabled:
-            recorded = {name for m in data.modalities for name in AUG_PARAMS[m]}
-            for aug in obj.loev.augmentations:
-                if aug not in model.loev_heads:
-                    raise ValueError(f"objective.loev.augmentations: {aug!r} has no head; "
-                                     f"add it to model.loev_heads (now {model.loev_heads})")
-                if aug not in recorded:
-                    raise ValueError(f"objective.loev.augmentations: {aug!r} is not recorded by "
-                                     f"data.modalities {data.modalities} (recorded: "
-                                     f"{sorted(recorded)})")
-        if obj.cola and not model.cola:
-            raise ValueError("objective.cola needs model.cola: true (the COLA head)")
-        if obj.mode == "anchor" and obj.anchor_modality not in data.modalities:
-            raise ValueError(f"objective.anchor_modality {obj.anchor_modality!r} is not in "
-                             f"data.modalities {data.modalities}")
+        errors = cross_section_errors(self)
+        if errors:
+            raise ValueError("\n  ".join(errors))
         return self
 
 
@@ -70,11 +61,36 @@ def _format_errors(err: ValidationError) -> str:
         key = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = "unknown key"
+            msg = "unknown key" + did_you_mean(key)
         got = e.get("input")
         shown = "" if isinstance(got, dict) else f" (got {got!r})"
         lines.append(f"{key}: {msg}{shown}" if key else msg)
     return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def dotted_keys(model: type[BaseModel] = RaysysConfig, prefix: str = "") -> list[str]:
+    """Every leaf key of a config class as a dotted path (`train.steps`, `data.audio.n_bins`)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys += dotted_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def did_you_mean(key: str) -> str:
+    """`; did you mean `train.steps`?` for a misspelt dotted key, else ''."""
+    known = dotted_keys()
+    leaf = key.rsplit(".", 1)[-1]
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+    if not close:  # the right name in the wrong section: `data.steps` -> `train.steps`
+        close = [k for k in known if k.rsplit(".", 1)[-1] == leaf][:1]
+    if not close:
+        close = [k for k in known if difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1]],
+                                                               cutoff=0.8)][:1]
+    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -137,3 +153,38 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def dump_config(cfg: RaysysConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def explain_config(cfg: RaysysConfig) -> str:
+    """One line per leaf key: `key = value  (default D) description`."""
+    current = _flatten(cfg.model_dump(mode="json"))
+    defaults = _flatten(RaysysConfig().model_dump(mode="json"))
+    lines = []
+    for key in dotted_keys():
+        value, default = current.get(key), defaults.get(key)
+        mark = "" if value == default else f"  (default {json.dumps(default)})"
+        desc = _description(key)
+        lines.append(f"{key} = {json.dumps(value)}{mark}" + (f"\n    {desc}" if desc else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        sub = f"{prefix}{key}"
+        if isinstance(value, dict) and sub not in _LEAF_KEYS:
+            out.update(_flatten(value, f"{sub}."))
+        else:
+            out[sub] = value
+    return out
+
+
+def _description(key: str) -> str:
+    model: type[BaseModel] = RaysysConfig
+    *sections, leaf = key.split(".")
+    for name in sections:
+        model = model.model_fields[name].annotation  # type: ignore[assignment]
+    return model.model_fields[leaf].description or ""
+
+
+_LEAF_KEYS = frozenset(dotted_keys())  # a leaf whose value is a mapping is not descended into

@@ -27,16 +27,15 @@ from typing import Any
 import numpy as np
 
 from raysys.config import RaysysConfig, load_config
+from raysys.errors import UserError
 from raysys.eval.measure import FUSED, Spaces, measure
 from raysys.eval.protocol import compare, resolve_labels
+from raysys.evaluate_cli import EVAL_FILE, REPORT_FILE, SPLITS, refuse_ineffective
 from raysys.train.diagnostics import random_init_model
 from raysys.train.export import META_FILE, load_model
 
-EVAL_FILE, REPORT_FILE = "eval.json", "report.md"
-SPLITS = ("all", "train", "eval")
 
-
-class EvaluateError(ValueError):
+class EvaluateError(ValueError, UserError):
     """Bad input to `raysys evaluate` (checkpoint path, archive); the message names it."""
 
 
@@ -157,6 +156,7 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
     from raysys.eval.report import write_report
 
     started = time.perf_counter()
+    refuse_ineffective(list(overrides or []))  # e.g. data.eval_fraction: no effect here
     ckpt = resolve_checkpoint(checkpoint)
     cfg = eval_config(ckpt, archive, config, list(overrides or []))
     if split not in SPLITS:
@@ -230,36 +230,3 @@ def verdict_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
                                          for clf in ("ncc", "logistic")}
             rows.append(row)
     return rows
-
-
-def add_evaluate_parser(sub: Any) -> None:
-    p = sub.add_parser("evaluate", help="k-fold evaluation of a checkpoint vs its random init "
-                                        "and classic features: eval.json + report.md, plots")
-    p.add_argument("--checkpoint", required=True, help="run folder RUN or export RUN/model")
-    p.add_argument("--archive", required=True, help="archive folder or s3:// prefix")
-    p.add_argument("--out", help="output folder (default RUN/eval)")
-    p.add_argument("--config", help="YAML config (default: the run's config.yaml)")
-    p.add_argument("--split", default="all", choices=SPLITS,
-                   help="entities to evaluate: the whole archive (default) or one split")
-    p.add_argument("--compare", action="append", default=[], metavar="RUN",
-                   help="another run (or export) to evaluate in the same table; repeatable")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
-    p.set_defaults(func=cmd_evaluate)
-
-
-def cmd_evaluate(args: Any) -> int:
-    import sys
-
-    from raysys.config import ConfigError
-
-    try:
-        result = evaluate_checkpoint(args.checkpoint, args.archive, args.out,
-                                     config=args.config, overrides=args.overrides,
-                                     split=args.split, compare=args.compare)
-    except ConfigError:
-        raise  # reported by raysys.cli.main
-    except (ValueError, FileNotFoundError) as e:  # EvaluateError, label columns, archive
-        print(f"raysys evaluate: {e}", file=sys.stderr)
-        return 2
-    print(f"report: {result.out / REPORT_FILE}")
-    return 0

@@ -46,3 +46,23 @@ def quiet_ray_data() -> None:
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def quiet_worker_logs() -> None:
+    """In a Ray Train worker: no `Reporting training result N: TrainingReport(... every metric
+    ...)` line per report and no Ray Data progress notices ("Progress bars disabled", "Dataset
+    ... execution finished"); warnings and errors still show.
+
+    Ray Train's own `ray.train.*` INFO lines are silenced by the trainer's `LoggingConfig`, but
+    the report line comes from a logger named after its *file* (`getLogger(__file__)` in Ray
+    2.60's train/v2/_internal/execution/context.py), which that filter does not see."""
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: nothing to silence here
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)

@@ -46,10 +46,16 @@ BASIC = {
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_manifest_resolves_relative_and_absolute_locations(tmp_path, fmt):
     root = write_manifest(tmp_path / "arch", BASIC, fmt)
-    manifest, bad = load_manifest(root)
+    manifest, bad = load_manifest(root, allow_outside=True)  # data.allow_outside_paths
     assert bad == [] and manifest.keys == ["a", "b", "c"]
     assert manifest.views["audio"] == [f"{root}/audio/a.wav", None, "/abs/c.flac"]
     assert manifest.views["image"] == ["/img/a.png", "s3://bucket/img/b.png", None]
+    manifest, bad = load_manifest(root)  # the default: nothing outside the archive root
+    assert manifest.views["audio"] == [f"{root}/audio/a.wav", None, None]
+    assert manifest.views["image"] == [None, None, None]
+    assert {(r.key, r.view, r.reason) for r in bad} == {
+        ("c", "audio", "outside the archive"), ("a", "image", "outside the archive"),
+        ("b", "image", "outside the archive")}
     assert manifest.labels["label"].tolist() == [1, 2, 3]
     assert manifest.labels["label_coarse"].tolist() == ["x", "y", "x"]
     table = manifest.to_table()

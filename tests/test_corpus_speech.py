@@ -20,8 +20,7 @@ from raysys.data.archive import load_archive
 
 ENTITIES = 120
 MISSING = 0.1
-LABELS = ["label", "label_language", "label_gender", "label_word", "label_text", "label_rate",
-          "label_pitch"]
+LABELS = ["label", "label_language", "label_gender", "label_word", "label_rate", "label_pitch"]
 
 
 def _build(root: Path, **kwargs) -> str:
@@ -57,8 +56,6 @@ def test_labels_value_sets_and_dtypes(manifest):
     assert set(manifest["label_language"]) == set(WORDS)
     assert set(manifest["label_gender"]) == {"female", "male"}
     assert set(manifest["label_word"]) <= set(CONCEPTS)
-    for row in manifest.itertuples():
-        assert row.label_text == WORDS[row.label_language][CONCEPTS.index(row.label_word)]
     for column in ("label_rate", "label_pitch"):
         assert manifest[column].dtype == np.float64  # continuous factors
     assert manifest["label_rate"].between(0.75, 1.35).all()
@@ -87,26 +84,27 @@ def test_audio_and_phone_timings_agree(corpus, manifest):
     for row in manifest.dropna(subset=["audio"]).itertuples():
         info = sf.info(str(Path(corpus) / row.audio))
         assert (info.samplerate, info.channels, info.subtype) == (16000, 1, "PCM_16")
-        assert 0.25 < info.duration < 2.5
+        assert 0.8 < info.duration < 4.0  # WORDS_PER_UTTERANCE numbers
         if row.key in ends:
             assert ends[row.key] <= info.duration + 1e-3
 
 
 def test_rate_is_carried_by_the_phone_timings(corpus, manifest):
-    """Two renderings of one word by one voice last in the ratio of their label_rate (speech
-    without the pauses): the rate label is the realised stretch, for every engine."""
+    """Within one voice, the mean phone duration (pauses left out) follows label_rate: the
+    rate label is the realised stretch, for every engine. What is said differs per entity, so
+    the relation is statistical: log duration correlates with log rate, and dividing by the
+    rate removes most of the spread (measured on 600 entities: median correlation 0.92)."""
     logs = pd.read_parquet(Path(corpus) / "logs.parquet")
-    spoken = logs[~logs["phone"].isin(PAUSES)].groupby("key")["duration"].sum()
+    spoken = logs[~logs["phone"].isin(PAUSES)].groupby("key")["duration"].mean()
     heard = manifest[manifest["key"].isin(spoken.index)].assign(
-        spoken=lambda m: spoken[m["key"]].to_numpy())
-    errors = []
-    for _, group in heard.groupby(["label", "label_word"]):
-        rows = group.to_dict("records")
-        for a, b in zip(rows, rows[1:], strict=False):
-            errors.append(abs(np.log(a["spoken"] / b["spoken"])
-                              - np.log(a["label_rate"] / b["label_rate"])))
-    assert len(errors) >= 10
-    assert np.median(errors) < 0.03 and np.max(errors) < 0.15, sorted(errors)[-5:]
+        per_phone=lambda m: np.log(spoken[m["key"]].to_numpy()),
+        log_rate=lambda m: np.log(m["label_rate"]))
+    correlations, narrower = [], 0
+    for _, voice in heard.groupby("label"):
+        correlations.append(np.corrcoef(voice["per_phone"], voice["log_rate"])[0, 1])
+        narrower += (voice["per_phone"] - voice["log_rate"]).std() < voice["per_phone"].std()
+    assert np.median(correlations) > 0.7, correlations
+    assert narrower >= len(VOICES) - 2
 
 
 TABLES = ("manifest.parquet", "logs.parquet", "relevance.parquet")

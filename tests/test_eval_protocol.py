@@ -14,7 +14,7 @@ from sklearn.preprocessing import Normalizer, StandardScaler
 
 from raysys.eval.classic import audio_features, image_features, log_features, log_vocabulary
 from raysys.eval.config import EvaluationConfig
-from raysys.eval.measure import FUSED, Spaces, fuse_concat, measure
+from raysys.eval.measure import FUSED, Spaces, cross_modal, fuse_concat, measure
 from raysys.eval.protocol import (
     binomial_ci,
     compare,
@@ -120,6 +120,20 @@ def test_measure_separates_signal_from_noise_on_the_same_folds():
     probe = out["signal"]["probes"][0]
     assert probe["kind"] == "tempo" and probe["value"]["mean"] > 0.8 and "acc1" in probe
     assert out["signal"]["retrieval"]["cross_modal"] == {}  # one modality: no pair
+
+
+def test_cross_modal_retrieval_ranks_in_the_shared_space_when_given():
+    rng = np.random.default_rng(3)
+    n = 30
+    shared = rng.normal(size=(n, 8))
+    own = {m: rng.normal(size=(n, 8)) for m in ("audio", "image")}  # unaligned per modality
+    present = {m: np.ones(n, bool) for m in ("audio", "image", FUSED)}
+    plain = Spaces("m", {**own, FUSED: shared}, present)
+    crossed = Spaces("m", {**own, FUSED: shared}, present,
+                     retrieval={"audio": shared, "image": shared + 0.01})
+    ks = (1,)
+    assert cross_modal(crossed, ks)["audio->image"]["R@1"] == 1.0
+    assert cross_modal(plain, ks)["audio->image"]["R@1"] < 0.3
 
 
 def test_classic_features_carry_what_they_should():

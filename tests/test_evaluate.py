@@ -98,7 +98,8 @@ def run_config(archive: str, out: Path, steps: int):
     return load_config("configs/tiny.yaml", [
         f"archive={archive}", f"out={out}", f"train.steps={steps}", "train.log_every=1",
         "train.checkpoint_every=2", "train.run_name=ev", "train.tensorboard=true",
-        f"eval.every={EVERY}", "data.eval_fraction=0.5"])
+        f"eval.every={EVERY}", "data.eval_fraction=0.5",
+        "model.cross_head=true"])  # fusion and retrieval then live in the cross head
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +155,8 @@ def test_evaluate_writes_eval_json_report_and_every_plot(run, archive, capsys):
     assert "audio->image" in trained["retrieval"]["cross_modal"]
     assert "skipped" in report["models"]["classic"]["retrieval"]["cross_modal"]
     spaces = {(r["modality"], r["space"]) for r in trained["probes"]}
-    assert {(m, s) for m in ("audio", "image", "tabular") for s in ("backbone", "invariant")} \
-        == spaces  # configs/tiny.yaml has no LOEV heads
+    assert {(m, s) for m in ("audio", "image", "tabular")
+            for s in ("backbone", "invariant", "cross")} == spaces  # tiny.yaml: no LOEV heads
     assert {r["factor"] for r in trained["probes"]} == {"label", "coarse", "pitch", "tempo"}
     assert len(report["verdict"]) == 3 * 4  # label sets x (fused + 3 modalities)
     text = (out / "report.md").read_text()

@@ -237,7 +237,8 @@ def _demo_spread(archive: str, overrides: list[str], steps: int) -> dict[str, fl
 
     demo = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
     cfg = load_config(demo, [f"archive={archive}", "out=unused", "data.batch_size=16",
-                             "data.eval_fraction=0.25", f"train.steps={steps}", *overrides])
+                             "data.eval_fraction=0.25", f"train.steps={steps}",
+                             f"train.checkpoint_every={steps}", *overrides])
     pipe = open_archive(cfg.archive, cfg.data)
 
     def rows(split: str, augment: bool, epochs: int) -> dict:
@@ -330,3 +331,42 @@ def test_audio_stats_pool_is_mean_and_std_per_band() -> None:
     assert torch.allclose(got[:, 0], bands.mean(-1), atol=1e-6)
     assert torch.allclose(got[:, 1], bands.std(-1, unbiased=False), atol=1e-6)
     assert torch.allclose(TimePool(2)(x), bands.mean(-1).flatten(1), atol=1e-6)
+
+
+def test_cross_head_is_its_own_projection_on_the_shared_backbone() -> None:
+    model = make_model(cross_head=True, loev_heads=["pitch_shift"])
+    assert model.output_names() == ["invariant", "cross", "pitch_shift"]
+    out = model(make_batch())
+    assert out.embeddings["cross"].shape == out.embeddings["invariant"].shape
+    assert not torch.allclose(out.embeddings["cross"], out.embeddings["invariant"])
+    with pytest.raises(ConfigError, match="reserved"):
+        load_config(overrides=["model.loev_heads=[cross]"])
+    with pytest.raises(ConfigError, match="cross_backprop only acts on the cross head"):
+        load_config(overrides=["model.cross_backprop=0"])
+
+
+def test_tdnn_keeps_frequency_until_the_frame_statistics() -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(embed_dim=8, proj_hidden=16, audio={"kind": "tdnn", "widths": [32, 24]})
+    model = MultiViewModel(cfg, ModelInputs(("audio",), C, audio_bins=F))
+    assert cfg.audio.widths == [32, 24]
+    views = ModalityViews(torch.randn(2, V, C, F, T), torch.ones(2, dtype=torch.bool))
+    out = model(HeteroBatch(["a", "b"], torch.arange(2), {"audio": views}))
+    assert out.backbone["audio"].shape == (2, V, 24)
+    assert ModelConfig(audio={"kind": "tdnn"}).audio.widths == [256, 256, 256]
+    assert ModelConfig().audio.widths == [16, 32, 64]
+    with pytest.raises(ValueError, match=rf"expected \[N, {C}, {F}, T\]"):
+        model.encoders["audio"](torch.randn(2, C, F + 1, T))
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25])
+def test_cross_backprop_scales_what_the_cross_head_sends_to_the_encoder(share: float) -> None:
+    full, part = make_model(cross_head=True), make_model(cross_head=True, cross_backprop=share)
+    grads = []
+    for model in (full, part):
+        out = model(make_batch())
+        out.embeddings["cross"].square().sum().backward()
+        grads.append(model.encoders["audio"].last[-1].weight.grad)
+    torch.testing.assert_close(part(make_batch()).embeddings["cross"],
+                               full(make_batch()).embeddings["cross"])  # same values
+    torch.testing.assert_close(grads[1], grads[0] * share)

@@ -75,9 +75,10 @@ def ref_direction(q, k, q_ok, k_ok, q_ids, k_ids, tau):
     return sum(losses) / len(losses) if losses else None
 
 
-def ref_binary(enc, tau, mode="all_pairs", anchor="audio", weights=None):
+def ref_binary(enc, tau, mode="all_pairs", anchor="audio", weights=None, cross=None):
+    """`cross`: the head that scores pairs of two different modalities (else invariant)."""
     weights = weights or {}
-    emb, pres, ids = enc.embeddings["invariant"], enc.present, enc.entity_id
+    pres, ids = enc.present, enc.entity_id
     v = enc.views_per_modality
     s = pres.shape[1]
     num, den = 0.0, 0.0
@@ -89,6 +90,7 @@ def ref_binary(enc, tau, mode="all_pairs", anchor="audio", weights=None):
             w = weights.get("-".join(sorted((ma, mb))), 1.0)
             if w == 0:
                 continue
+            emb = enc.embeddings[cross if cross and ma != mb else "invariant"]
             d1 = ref_direction(emb[:, a], emb[:, b], pres[:, a], pres[:, b], ids, ids, tau)
             d2 = ref_direction(emb[:, b], emb[:, a], pres[:, b], pres[:, a], ids, ids, tau)
             terms = [d for d in (d1, d2) if d is not None]
@@ -124,6 +126,17 @@ def test_all_pairs_with_missing_views_weights_and_duplicates(chunk: int | None) 
     assert out["binary/pairs"].item() == 11
     assert "binary/image-tabular" not in out  # weight 0: dropped, not computed
     assert set(out) >= {"binary/audio-image", "binary/audio-audio", "pool/keys"}
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_cross_head_takes_the_cross_modal_pairs(chunk: int | None) -> None:
+    enc = make_encoded(heads=("invariant", "cross"), seed=5)
+    weights = {"audio-image": 2.0, "tabular-tabular": 0.5}
+    obj = objective(pair_weights=weights, temperature=0.2, negatives={"chunk_size": chunk})
+    out = obj(enc)
+    tensors = [enc.embeddings["invariant"], enc.embeddings["cross"]]
+    assert_same(out["binary"], ref_binary(enc, 0.2, weights=weights, cross="cross"), tensors)
+    assert all(g.abs().sum() > 0 for g in grads(out["binary"], tensors))
 
 
 def test_a_modality_absent_for_every_entity_drops_its_pairs() -> None:

@@ -17,7 +17,8 @@ import pytest
 
 from raysys.cli import main
 from raysys.config import ConfigError, load_config
-from raysys.tune.checks import concurrency
+from raysys.train.resources import Cluster, ResourceMismatch
+from raysys.tune.checks import concurrency, resolved_tree
 from raysys.tune.space import dimensions
 from raysys.tune.sweep import sweep_config
 
@@ -82,16 +83,36 @@ def test_cli_exit_2_before_any_trial(archive, tmp_path, capsys):
     assert main(["sweep", "--resume", str(tmp_path / "missing")]) == 2
 
 
+def cluster(cpus: float) -> Cluster:
+    return Cluster(cpus=cpus, gpus=0.0, node_cpus=[cpus])
+
+
 def test_max_concurrent_trials_against_the_cluster(archive, tmp_path):
     cfg = load_config("configs/tiny.yaml", overrides(archive, tmp_path, LR))
-    assert concurrency(cfg, {"CPU": 2.0}) == 1  # 1 CPU of workers + 1 of Ray Data
-    assert concurrency(cfg, {"CPU": 8.0}) == 4
+    assert concurrency(cfg, cluster(2.0)) == 1  # 1 CPU of workers + 1 of Ray Data
+    assert concurrency(cfg, cluster(8.0)) == 4
     cfg.sweep.max_concurrent_trials = 2
     with pytest.raises(ConfigError, match="sweep.max_concurrent_trials: 2 trials need"):
-        concurrency(cfg, {"CPU": 2.0})
-    cfg.train.num_workers = 4
+        concurrency(cfg, cluster(2.0))
+    cfg.sweep.max_concurrent_trials = "auto"
+    cfg.train.num_workers, cfg.train.cpus_per_worker = 1, 1.0  # the run fits, a trial does not
     with pytest.raises(ConfigError, match="no trial can be scheduled"):
-        concurrency(cfg, {"CPU": 2.0})
+        concurrency(cfg, cluster(1.5))
+    cfg.train.num_workers = 4
+    with pytest.raises(ResourceMismatch, match="train.num_workers"):
+        concurrency(cfg, cluster(2.0))
+
+
+def test_auto_cpus_resolved_as_the_trials_will(archive, tmp_path):
+    """`auto` (main's default) resolves as in pretrain: on 2 CPUs one trial fits; every
+    trial gets the resolved numbers; best.yaml keeps `auto`."""
+    tree, cfg = sweep_config(None, overrides(archive, tmp_path / "s", LR))
+    assert cfg.train.cpus_per_worker == "auto" == cfg.data.decode_cpus
+    assert concurrency(cfg, cluster(2.0)) == 1
+    assert concurrency(cfg, cluster(16.0)) == 5  # 2 x 1 worker CPU + 1 decode/metadata CPU
+    base = resolved_tree(tree, cfg, cluster(2.0))
+    assert (base["train"]["cpus_per_worker"], base["data"]["decode_cpus"]) == (0.5, 0.5)
+    assert "cpus_per_worker" not in tree.get("train", {})  # sweep.yaml keeps `auto`
 
 
 def test_pareto_front_and_progress_line():

@@ -31,6 +31,7 @@ STEPS = 8
 BASE = ["train.log_every=1", "train.checkpoint_every=2", f"train.steps={STEPS}",
         "data.max_bad_fraction=0.2"]
 LOSS_TOL = 1e-4
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +47,7 @@ def archive(tmp_path_factory) -> str:
 
 
 def config(archive: str, out: Path, *overrides: str):
-    return load_config("configs/tiny.yaml", [f"archive={archive}", f"out={out}", *BASE,
-                                             *overrides])
+    return load_config(TINY, [f"archive={archive}", f"out={out}", *BASE, *overrides])
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -66,15 +66,26 @@ def assert_same_losses(got: dict[int, float], ref: dict[int, float], steps) -> N
 
 @pytest.fixture(scope="module")
 def run_a(ray_session, archive, tmp_path_factory) -> Path:
-    """The reference: ZeRO-2, 8 uninterrupted steps, checkpoints every 2 (keep 2)."""
+    """The reference: ZeRO-2, 8 uninterrupted steps, checkpoints every 2 (keep 2). `out` is
+    given relative to the driver's working directory (issue 17: the workers' is another)."""
     out = tmp_path_factory.mktemp("run_a")
-    summary = pretrain(config(archive, out, "train.run_name=a", "train.zero_stage=2"))
+    cwd = os.getcwd()
+    os.chdir(out.parent)
+    try:
+        summary = pretrain(config(archive, Path(out.name), "train.run_name=a",
+                                  "train.zero_stage=2"))
+    finally:
+        os.chdir(cwd)
     assert summary["steps"] == STEPS
+    assert summary["metrics"] == str(out / "metrics.jsonl") and summary["run"] == str(out)
     return out
 
 
 def test_uninterrupted_run_exports_and_counts_bad_records(run_a):
     from raysys.train.export import load_model, model_id
+
+    assert {p.name for p in run_a.iterdir()} >= {"metrics.jsonl", "checkpoints", "model",
+                                                 "summary.json", "config.yaml"}
 
     got = losses(run_a)
     assert sorted(got) == list(range(1, STEPS + 1))
@@ -87,6 +98,17 @@ def test_uninterrupted_run_exports_and_counts_bad_records(run_a):
     assert model_id(model.state_dict()) == meta["model_id"]  # stable across save/load
     again, _ = load_model(run_a / "model")
     assert model_id(again.state_dict()) == meta["model_id"]
+
+
+def test_a_run_already_at_its_steps_says_so_and_trains_nothing(run_a, archive, capsys):
+    before = (run_a / "metrics.jsonl").read_text()
+    start = time.perf_counter()
+    summary = pretrain(config(archive, run_a, "train.run_name=a", "train.zero_stage=2",
+                              "train.steps=6", "train.warmup_steps=2"))
+    assert time.perf_counter() - start < 20
+    assert summary["already_done"] and summary["steps"] == STEPS
+    assert "is already at step 8 >= train.steps (6): nothing to train" in capsys.readouterr().out
+    assert (run_a / "metrics.jsonl").read_text() == before
 
 
 @pytest.mark.s3

@@ -27,6 +27,7 @@ from raysys.data.archive import (
     DUPLICATE_KEY,
     DUPLICATE_PAIR,
     ENTITY,
+    OUTSIDE_ARCHIVE,
     RATING_OUT_OF_RANGE,
     UNKNOWN_KEY,
     UNKNOWN_VIEW,
@@ -117,15 +118,16 @@ RECORD_OUTCOMES: dict[str, Outcome] = {
     "path-missing-file": bad(A, d.FILE_NOT_FOUND),
     "path-fifo": bad(A, d.NOT_REGULAR_FILE),
     "path-directory": bad(IM, d.NOT_REGULAR_FILE),
-    "path-device": bad(IM, d.NOT_REGULAR_FILE),
+    "path-device": bad(IM, OUTSIDE_ARCHIVE),  # /dev/zero: refused before any read
     "path-symlink-inside": ok(A),
     "path-symlink-dangling": bad(IM, d.FILE_NOT_FOUND),
     "path-symlink-loop": bad(A, d.READ_ERROR),
     "path-symlink-to-fifo": bad(IM, d.NOT_REGULAR_FILE),
-    # Leaving the archive root is allowed today (issue 17 decides the policy): read like any file.
-    "path-symlink-outside": ok(A),
-    "path-dotdot-outside": ok(IM),
-    "path-absolute-outside": ok(A),
+    # Leaving the archive root is refused by default (data.allow_outside_paths=false), symlinks
+    # followed; a file:// URI into the archive is inside.
+    "path-symlink-outside": bad(A, OUTSIDE_ARCHIVE),
+    "path-dotdot-outside": bad(IM, OUTSIDE_ARCHIVE),
+    "path-absolute-outside": bad(A, OUTSIDE_ARCHIVE),
     "path-file-uri": ok(IM),
     "path-file-uri-relative": bad(A, BAD_PATH),
     "path-http-uri": bad(IM, BAD_PATH),
@@ -409,14 +411,33 @@ def test_bad_data_config(demo, monkeypatch, capsys, override: str):
     assert CONFIG_OUTCOMES[override] in err and "Traceback" not in err, err
 
 
-@pytest.mark.xfail(strict=True, raises=ArchiveError, reason="known (issue 16 'Also', the "
-                   "first-hour issue): an ArchiveError escapes `raysys data inspect` as a "
-                   "traceback (exit 1) after Ray has started")
-def test_fatal_kind_through_the_cli_exits_2(demo, tmp_path, monkeypatch, capsys):
-    import raysys.runtime
+def test_fatal_kind_through_the_cli_exits_2_before_ray(demo, tmp_path, monkeypatch, capsys):
+    """`data inspect` checks the tables before Ray starts: one message, exit 2 (issue 17)."""
     from raysys.cli import main
 
-    monkeypatch.setattr(raysys.runtime, "init_ray", lambda *a, **k: None)
+    no_ray(monkeypatch)
     root = broken(demo, tmp_path, "manifest-null-key")
     assert main(["data", "inspect", root]) == 2
-    assert "row 3: column 'key'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "row 3: column 'key'" in err and "Traceback" not in err, err
+
+
+def test_paths_outside_the_archive_are_read_when_allowed(decoded: Decoded):
+    """data.allow_outside_paths=true: absolute paths, ../ and symlinks leaving the root are
+    read like any file (the device is then refused as not a regular file)."""
+    from raysys.data.rows import RowBuilder
+
+    cfg = CFG.model_copy(update={"allow_outside_paths": True})
+    pipe = open_archive(decoded.zoo.root, cfg)
+    reasons = {(r.key, r.reason) for r in pipe.info.bad}
+    victims = [decoded.zoo.victims[k] for k in ("path-symlink-outside", "path-dotdot-outside",
+                                                "path-absolute-outside", "path-device")]
+    assert not any(reason == OUTSIDE_ARCHIVE for _, reason in reasons)
+    plan = pipe.plan("all", shuffle=False).rows()
+    plan = plan[plan["key"].isin(victims)]
+    rows = in_thread(lambda: RowBuilder(pipe.cfg, pipe.stats, pipe.info.logs)(plan),
+                     DECODE_TIMEOUT_S)
+    got = dict(zip(rows["key"], zip(rows["audio_present"], rows["image_present"],
+                                    rows["error.image"], strict=True), strict=True))
+    assert got[victims[0]][0] and got[victims[1]][1] and got[victims[2]][0]
+    assert not got[victims[3]][1] and str(got[victims[3]][2]).startswith(d.NOT_REGULAR_FILE)

@@ -1,11 +1,14 @@
-"""The speech corpus: twelve recorded Festival voices (7 languages) saying the numbers 0-10.
+"""The speech corpus: twelve recorded Festival voices (7 languages) saying numbers 0-10.
 
     raysys make-corpus speech OUT [--entities N] [--seed S] [--missing-fraction F]
 
-Every entity is one word spoken by one voice (docs/corpora-speech.md). The voices are
-diphone, HTS and cluster-unit voices built from recordings of real speakers, so the speaker
-label is carried by a real voice, and the word is a concept shared across languages
-(`label_word` "seven" is "sette", "sedm", "seitsemän", ...). Festival is deterministic, so
+Every entity is one voice saying a string of WORDS numbers, like the connected-digit
+recordings of TIDIGITS (docs/corpora-speech.md). The voices are diphone, HTS and cluster-unit
+voices built from recordings of real speakers, so the speaker label is carried by a real
+voice; the numbers are concepts shared across languages (`label_word`, the first number said:
+"seven" is "sette", "sedm", "seitsemän", ...). Several words per recording, as in real
+archives, mean two crops of one recording share the voice and the room but not what is said.
+Festival is deterministic, so
 each entity gets its own speaking rate and pitch, then the rough edges of real recordings
 (leading/trailing silence, room reverberation, background noise, level).
 
@@ -37,6 +40,7 @@ from raysys.corpora.system import ensure_debian_packages
 from raysys.data import fs
 
 SAMPLE_RATE = 16_000
+WORDS_PER_UTTERANCE = 5
 CHUNK = 25  # utterances per festival process
 FESTIVAL_TIMEOUT_S = 180
 RATE_RANGE = (0.8, 1.3)  # duration stretch: > 1 is slower
@@ -87,7 +91,7 @@ VOICES: tuple[Voice, ...] = (
 SUPPORT_PACKAGES = {"festival": "/usr/bin/festival",
                     "festival-hi": "/usr/share/festival/hindi_scm/hindi_phones.scm"}
 
-# The concept ids (label_word) and how each language writes them (label_text).
+# The concept ids (label_word: the first number said) and how each language writes them.
 CONCEPTS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
             "ten")
 WORDS: dict[str, tuple[str, ...]] = {
@@ -118,7 +122,7 @@ def required_packages() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Utterance:
-    """One entity: who says which word, how fast and how high, and how festival is asked.
+    """One entity: who says which numbers, how fast and how high, and how festival is asked.
 
     `rate` is the realised duration stretch and `semitones` the realised pitch shift. Diphone
     voices take both natively (Duration_Stretch, F0 targets scaled before waveform synthesis).
@@ -130,7 +134,7 @@ class Utterance:
 
     index: int
     voice: Voice
-    concept: int
+    concepts: tuple[int, ...]
     rate: float
     semitones: float
     festival_stretch: float
@@ -143,7 +147,7 @@ class Utterance:
 
     @property
     def text(self) -> str:
-        return WORDS[self.voice.language][self.concept]
+        return " ".join(WORDS[self.voice.language][c] for c in self.concepts)
 
 
 def _controls(voice: Voice, rate: float, semitones: float) -> tuple[float, float, float, float]:
@@ -155,17 +159,17 @@ def _controls(voice: Voice, rate: float, semitones: float) -> tuple[float, float
 
 
 def plan(entities: int, seed: int) -> list[Utterance]:
-    """Entity i is spoken by voice i mod 12 (balanced speakers); its word, rate and pitch
+    """Entity i is spoken by voice i mod 12 (balanced speakers); its numbers, rate and pitch
     come from entity_rng(seed, i, 0), so entity i does not depend on `entities`."""
     out = []
     for i in range(entities):
         voice = VOICES[i % len(VOICES)]
         rng = common.entity_rng(seed, i, 0)
-        concept = int(rng.integers(len(CONCEPTS)))
+        concepts = tuple(int(c) for c in rng.integers(len(CONCEPTS), size=WORDS_PER_UTTERANCE))
         rate = float(rng.uniform(*RATE_RANGE))
         semitones = float(rng.uniform(*SEMITONE_RANGE))
         realised, stretch, f0, tape = _controls(voice, rate, semitones)
-        out.append(Utterance(i, voice, concept, round(realised, 4), round(semitones, 3),
+        out.append(Utterance(i, voice, concepts, round(realised, 4), round(semitones, 3),
                              stretch, f0, tape))
     return out
 
@@ -372,8 +376,7 @@ def manifest_frame(utterances: list[Utterance], no_audio: np.ndarray) -> pd.Data
         "label": [u.voice.name for u in utterances],
         "label_language": [u.voice.language for u in utterances],
         "label_gender": [u.voice.gender for u in utterances],
-        "label_word": [CONCEPTS[u.concept] for u in utterances],
-        "label_text": [u.text for u in utterances],
+        "label_word": [CONCEPTS[u.concepts[0]] for u in utterances],
         "label_rate": np.array([u.rate for u in utterances], dtype=np.float64),
         "label_pitch": np.array([u.semitones for u in utterances], dtype=np.float64),
     })

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -21,6 +22,7 @@ import pyarrow.types as pat
 
 from raysys.data import fs
 from raysys.data.decode import ALL_ROWS_UNUSABLE, LogProblem, clean_log_rows
+from raysys.errors import UserError
 
 MANIFEST_FILES = ("manifest.parquet", "manifest.csv")
 LOGS_FILE = "logs.parquet"
@@ -30,10 +32,11 @@ VIEWS = ("audio", "image", "tabular")
 ENTITY = "entity"  # BadRecord.view of record-level problems (duplicate key)
 DUPLICATE_KEY = "duplicate key"
 BAD_PATH = "bad path"
+OUTSIDE_ARCHIVE = "outside the archive"
 UNKNOWN_KEY = "key not in manifest"
 
 
-class ArchiveError(ValueError):
+class ArchiveError(ValueError, UserError):
     """The archive is malformed; the message names the file, column and (1-based) row."""
 
 
@@ -188,9 +191,30 @@ def _check_manifest_columns(table: pa.Table, where: str) -> None:
             )
 
 
+def outside_archive(root: str, location: str) -> str | None:
+    """Why the resolved `location` is not inside the archive `root` (symlinks followed for
+    local files), or None when it is inside or cannot be judged here (e.g. a NUL byte: the
+    read then fails with its own reason)."""
+    if fs.is_remote(root):
+        inside = location.startswith(root.rstrip("/") + "/")
+        return None if inside else f"{location} is not under {root}"
+    if fs.is_remote(location):
+        return f"{location} is not under {root}"
+    try:
+        real, real_root = os.path.realpath(location), os.path.realpath(root)
+    except (ValueError, OSError):
+        return None
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    via = "" if real == location else f" (resolves to {real})"
+    return f"{location}{via} is not under {real_root}"
+
+
 def _resolve_view(
-    root: str, keys: list[str], values: pd.Series, view: str
+    root: str, keys: list[str], values: pd.Series, view: str, allow_outside: bool = False
 ) -> tuple[list[str | None], list[BadRecord]]:
+    """Each manifest path resolved against the archive root; unusable paths (bad URI, and
+    unless `allow_outside` a location outside the root) become bad records."""
     resolved: list[str | None] = []
     bad: list[BadRecord] = []
     for key, value in zip(keys, values.tolist(), strict=True):
@@ -198,15 +222,24 @@ def _resolve_view(
             resolved.append(None)
             continue
         try:
-            resolved.append(fs.join(root, str(value).strip()))
+            location = fs.join(root, str(value).strip())
         except ValueError as e:
             resolved.append(None)
             bad.append(BadRecord(key, view, str(value), BAD_PATH, str(e)))
+            continue
+        outside = None if allow_outside else outside_archive(root, location)
+        if outside:
+            resolved.append(None)
+            bad.append(BadRecord(key, view, str(value), OUTSIDE_ARCHIVE,
+                                 f"{outside} (data.allow_outside_paths=true reads it)"))
+            continue
+        resolved.append(location)
     return resolved, bad
 
 
-def load_manifest(root: str) -> tuple[Manifest, list[BadRecord]]:
-    """Read and validate manifest.parquet (or .csv); duplicates after the first are bad records."""
+def load_manifest(root: str, allow_outside: bool = False) -> tuple[Manifest, list[BadRecord]]:
+    """Read and validate manifest.parquet (or .csv); duplicates after the first are bad records,
+    and so are paths leaving the archive root unless `allow_outside`."""
     root = fs.normalize(root)
     where = find_manifest(root)
     table = _read_table(where)
@@ -226,7 +259,7 @@ def load_manifest(root: str) -> tuple[Manifest, list[BadRecord]]:
     views: dict[str, list[str | None]] = {}
     for view in FILE_VIEWS:
         column = frame[view] if view in frame else pd.Series([None] * len(frame))
-        views[view], view_bad = _resolve_view(root, keys, column, view)
+        views[view], view_bad = _resolve_view(root, keys, column, view, allow_outside)
         bad.extend(view_bad)
     labels = frame[[c for c in frame.columns if c == "label" or c.startswith("label_")]]
     return Manifest(root, where, keys, views, labels), bad
@@ -448,14 +481,23 @@ class ArchiveInfo:
     bad: list[BadRecord]
 
 
-def load_archive(root: str) -> ArchiveInfo:
-    """Load and validate manifest, logs and relevance of an archive (local folder or s3://)."""
+def load_archive(root: str, *, allow_outside: bool = False) -> ArchiveInfo:
+    """Load and validate manifest, logs and relevance of an archive (local folder or s3://).
+    `allow_outside` (data.allow_outside_paths): also read media outside the archive root."""
     root = fs.normalize(root)
-    manifest, bad = load_manifest(root)
+    manifest, bad = load_manifest(root, allow_outside)
     known = set(manifest.keys)
     logs, logs_bad = load_logs(root, known)
     relevance, relevance_bad = load_relevance(root, known)
     return ArchiveInfo(root, manifest, logs, relevance, bad + logs_bad + relevance_bad)
+
+
+def check_tables(root: str, *, allow_outside: bool = False) -> ArchiveInfo:
+    """`load_archive` + `require_usable_entity`: every table check that needs no decoding.
+    Imports no torch, so the CLI runs it before the heavy imports and before Ray starts."""
+    info = load_archive(root, allow_outside=allow_outside)
+    require_usable_entity(info)
+    return info
 
 
 def require_usable_entity(info: ArchiveInfo) -> None:

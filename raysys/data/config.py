@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from raysys.config_base import Section
+from raysys.config_base import AutoOrPositive, Section
 
 Modality = Literal["audio", "image", "tabular"]
 AudioChannel = Literal["logmel", "logstft", "pcen"]
@@ -159,6 +159,11 @@ class DataConfig(Section):
     augment: Augment = Field(default_factory=Augment)
     batch_size: int = Field(32, ge=1)
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="entities held out by key hash")
+    allow_outside_paths: bool = Field(
+        False, description="read manifest paths that leave the archive root (absolute paths, "
+        "../, symlinks to elsewhere, URIs of other buckets); false = quarantine them with reason "
+        "'outside the archive'"
+    )
     max_bad_fraction: float = Field(0.05, ge=0, le=1, description="abort above this bad share")
     read_timeout_s: float = Field(
         60.0, gt=0, description="limit of one read of a media file; a stuck read (a hung mount "
@@ -174,9 +179,10 @@ class DataConfig(Section):
         "(Ray Data iter_batches); more absorbs short decode stalls at the cost of memory"
     )
     decode_concurrency: int | None = Field(None, ge=1, description="map tasks; None = Ray's")
-    decode_cpus: float = Field(
-        1.0, gt=0, description="logical CPUs per decode task (fractions let decoding share "
-        "CPUs with training workers)"
+    decode_cpus: AutoOrPositive = Field(
+        "auto", description="logical CPUs per decode task (fractions let decoding share CPUs "
+        "with training workers); auto = 1 for `data inspect`, and in pretraining min(1, half "
+        "the CPUs the workers leave free)"
     )
     seed: int = 0
 

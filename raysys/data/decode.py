@@ -17,12 +17,11 @@ import io
 import struct
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
-import torch
-import torchaudio
 from PIL import Image, UnidentifiedImageError
 
 from raysys.data import fs
@@ -150,8 +149,13 @@ def resample_factors(source_rate: int, target_rate: int) -> tuple[int, int]:
 
 
 @functools.lru_cache(maxsize=16)
-def _torch_resampler(down: int, up: int) -> torchaudio.transforms.Resample:
-    return torchaudio.transforms.Resample(down, up)  # caches its sinc kernel
+def _torch_resampler(down: int, up: int) -> Any:
+    """torchaudio's Resample for a rate pair (caches its sinc kernel). torch is imported here,
+    not at module level: the archive's table checks import this module before Ray starts and
+    should not pay for torch."""
+    import torchaudio
+
+    return torchaudio.transforms.Resample(down, up)
 
 
 @functools.lru_cache(maxsize=16)
@@ -176,6 +180,8 @@ def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray
         return wave
     down, up = resample_factors(source_rate, target_rate)
     if up * down <= RESAMPLE_TORCH_TAPS:
+        import torch
+
         with torch.no_grad():
             out = _torch_resampler(down, up)(torch.from_numpy(wave))
         return out.numpy().astype(np.float32, copy=False)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from raysys.data import fs
 from raysys.data.archive import ALL_ROWS_UNUSABLE, masked_cell_records, masked_cells
 from raysys.data.config import DataConfig
-from raysys.data.pipeline import open_archive
+from raysys.data.pipeline import Pipeline, open_archive
 from raysys.data.quarantine import QuarantineLog, ratings_problem, ratings_share
 
 VIEWS = ("audio", "image", "tabular")
@@ -115,11 +115,13 @@ def summarise(pipe: Any, tally: _Tally, q: QuarantineLog, seconds: float) -> dic
 
 
 def inspect_archive(
-    archive: str, cfg: DataConfig, *, out_dir: str | None = None, progress: bool = True
+    archive: str, cfg: DataConfig, *, out_dir: str | None = None, progress: bool = True,
+    pipe: Pipeline | None = None,
 ) -> dict[str, Any]:
-    """Stream every entity once (no augmentation) and return the summary dict."""
+    """Stream every entity once (no augmentation) and return the summary dict. `pipe`: the
+    archive already opened with `open_archive(archive, cfg)` (the CLI opens it before Ray)."""
     start = time.perf_counter()
-    pipe = open_archive(archive, cfg)
+    pipe = pipe if pipe is not None else open_archive(archive, cfg)
     q = QuarantineLog()
     q.add_archive_records(pipe.info.bad)
     q.add_masked(masked_cell_records(pipe.info.logs))

@@ -29,8 +29,7 @@ from raysys.data.archive import (
     LOGS_FILE,
     ArchiveError,
     ArchiveInfo,
-    load_archive,
-    require_usable_entity,
+    check_tables,
 )
 from raysys.data.batch import HeteroBatch
 from raysys.data.config import DataConfig
@@ -128,7 +127,7 @@ class Pipeline:
             batch_size=None,
             fn_kwargs={"builder": builder},
             concurrency=self.cfg.decode_concurrency,
-            num_cpus=self.cfg.decode_cpus,
+            num_cpus=1.0 if self.cfg.decode_cpus == "auto" else self.cfg.decode_cpus,
         )
         if not diagnostics:
             ds = ds.drop_columns(DIAGNOSTIC_COLUMNS)
@@ -161,13 +160,15 @@ def absent_modalities(info: ArchiveInfo, cfg: DataConfig) -> tuple[DataConfig, l
     return cfg.model_copy(update={"modalities": kept}, deep=True), [note]
 
 
-def open_archive(archive: str, cfg: DataConfig) -> Pipeline:
-    """Validate the archive's tables and prepare the plan; decodes no media file.
+def open_archive(archive: str, cfg: DataConfig, info: ArchiveInfo | None = None) -> Pipeline:
+    """Validate the archive's tables and prepare the plan; decodes no media file. `info`: the
+    tables already loaded by `raysys.data.archive.check_tables` (the CLI checks them before it
+    imports torch and starts Ray).
 
     `Pipeline.cfg` is `cfg` less the modalities the archive lacks (`Pipeline.notes` says why).
     """
-    info = load_archive(archive)
-    require_usable_entity(info)
+    if info is None:
+        info = check_tables(archive, allow_outside=cfg.allow_outside_paths)
     cfg, notes = absent_modalities(info, cfg)
     entities = EntityTable.build(
         info, max_candidates=cfg.max_candidates, eval_fraction=cfg.eval_fraction, seed=cfg.seed

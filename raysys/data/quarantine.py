@@ -16,6 +16,7 @@ import numpy as np
 
 from raysys.data import fs
 from raysys.data.archive import ArchiveInfo, BadRecord, bad_records_table
+from raysys.errors import UserError
 
 STREAM_VIEWS = ("audio", "image", "tabular")
 
@@ -23,7 +24,7 @@ STREAM_VIEWS = ("audio", "image", "tabular")
 RATINGS = "relevance"  # BadRecord.view of bad relevance rows
 
 
-class TooManyBadRecords(RuntimeError):
+class TooManyBadRecords(RuntimeError, UserError):
     """The bad share of records passed `data.max_bad_fraction`."""
 
 

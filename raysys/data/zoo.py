@@ -356,7 +356,7 @@ def _directory(root: Path, name: str) -> str:
     return f"{ZOO_DIR}/{name}"
 
 
-# Paths: (view, plant). Paths that leave the archive are read today (issue 17 sets the policy).
+# Paths: (view, plant). Paths that leave the archive are refused unless data.allow_outside_paths.
 PATH_KINDS: dict[str, tuple[str, Plant]] = {
     "path-missing-file": ("audio", lambda root: f"{ZOO_DIR}/nowhere.wav"),
     "path-fifo": ("audio", lambda root: _fifo(root, "fifo.wav")),

@@ -14,6 +14,7 @@ from typing import Any
 
 from raysys.config import ConfigError
 from raysys.embed.config import EmbedError, EmbedIncomplete, load_embed_config
+from raysys.errors import UserError
 
 
 def add_embed_args(p: argparse.ArgumentParser) -> None:
@@ -51,7 +52,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         cfg = load_embed_config(overrides)
         _print(run_embed(args.checkpoint, args.archive, args.output, cfg, address=args.address))
         return 0
-    except (ConfigError, EmbedError) as e:
+    except (UserError, EmbedError) as e:  # config, archive tables, ... : one message
         print(f"raysys embed: {e}", file=sys.stderr)
         return 3 if isinstance(e, EmbedIncomplete) else 2
 

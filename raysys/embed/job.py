@@ -53,9 +53,9 @@ class Progress:
         self.last, elapsed = now, now - self.start
         seen = c.entities_done + sum(len(v) for v in c.done.values())
         rows = c.rows_written + sum(len(v) for v in c.rows.values())
-        rate = f"{rows / elapsed:.1f}" if elapsed > 0.5 else "-"
-        print(f"embed: shards {len(c.written)}/{self.shards} | entities {seen}/{self.entities} | "
-              f"{rate} rows/s | ETA {self.eta(seen, elapsed)}", file=self.stream, flush=True)
+        rate = f" | {rows / elapsed:.1f} rows/s" if elapsed > 0.5 else ""  # none yet: not "-"
+        print(f"embed: shards {len(c.written)}/{self.shards} | entities {seen}/{self.entities}"
+              f"{rate} | ETA {self.eta(seen, elapsed)}", file=self.stream, flush=True)
 
 
 def _preprocess(plan: Any, *, pre: Preprocessor) -> dict:
@@ -124,12 +124,29 @@ def build_dataset(plan: JobPlan, cfg: EmbedConfig, pending: list[int], gpus: flo
     )
 
 
+def check_resources(cfg: EmbedConfig, cluster: Any) -> None:
+    """EmbedError when the inference actors (held for the whole stream) leave no room for one
+    preprocessing task: Ray would wait forever. `cluster`: raysys.train.resources.Cluster."""
+    held = cfg.actors * cfg.cpus_per_actor
+    need, cpus = held + cfg.decode_cpus, cluster.cpu_capacity
+    if need > cpus + 1e-9:
+        per_actor = max(round((cpus / 2) / cfg.actors, 3), 0.05)
+        raise EmbedError(
+            f"the embedding needs {need:g} CPUs but the cluster has {cpus:g}: actors "
+            f"({cfg.actors}) x cpus_per_actor ({cfg.cpus_per_actor:g}) are held for the whole "
+            f"stream and at least one preprocessing task needs decode_cpus "
+            f"({cfg.decode_cpus:g}) beside them; this would fit: cpus_per_actor={per_actor:g} "
+            f"decode_cpus={min(1.0, round(cpus / 2, 3)):g}")
+
+
 def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
            address: str | None) -> ShardCollector:
     """Run the Ray Data stream over the pending shards, writing each one as it completes."""
     from raysys.runtime import init_ray
+    from raysys.train.resources import Cluster
 
     ray = init_ray(address)
+    check_resources(cfg, Cluster.current())
     gpus, where = actor_gpus(cfg.gpus_per_actor, ray.cluster_resources().get("GPU", 0.0),
                              cfg.actors)
     print(where, file=sys.stderr, flush=True)
@@ -195,5 +212,19 @@ def run_embed(checkpoint: str, archive: str, output: str, cfg: EmbedConfig | Non
             "quarantined": manifest["quarantined"],
             "quarantined_this_run": collector.quarantined if collector else 0,
             "seconds": round(seconds, 2), "stream_seconds": round(streamed, 2),
-            "rows_per_s": round((written - collector.first_batch_rows) / streamed, 2)
-            if collector and streamed else 0.0}
+            **embed_rate(written, collector.first_batch_rows if collector else 0, streamed,
+                         seconds)}
+
+
+def embed_rate(written: int, first_batch_rows: int, streamed_s: float, seconds: float
+               ) -> dict[str, Any]:
+    """`rows_per_s` in the steady state (after the first batch, which carries the start-up),
+    or over the whole run when every row came in the first batch (a small job); None when
+    nothing was embedded. `rows_per_s_over` says which."""
+    steady = written - first_batch_rows
+    if steady > 0 and streamed_s > 0:
+        return {"rows_per_s": round(steady / streamed_s, 2), "rows_per_s_over": "steady state"}
+    if written > 0 and seconds > 0:
+        return {"rows_per_s": round(written / seconds, 2),
+                "rows_per_s_over": "whole run (one batch: no steady state)"}
+    return {"rows_per_s": None, "rows_per_s_over": "nothing embedded"}

@@ -19,7 +19,7 @@ from raysys.data import fs
 from raysys.data.archive import ArchiveInfo, BadRecord, load_archive
 from raysys.data.config import DataConfig
 from raysys.embed.config import EmbedConfig, EmbedError
-from raysys.models.config import COLA_HEAD, INVARIANT_HEAD
+from raysys.models.config import COLA_HEAD, CROSS_HEAD, INVARIANT_HEAD
 from raysys.train.export import META_FILE, MODEL_FILE, config_hash, upgrade_meta
 
 VIEWS = ("audio", "image", "tabular")
@@ -143,8 +143,8 @@ def plan_job(checkpoint: str, archive: str, cfg: EmbedConfig) -> JobPlan:
     """Load export + archive, check they match, plan the shards. No Ray, no media decoding."""
     export = read_export(checkpoint)
     model = export.meta["model"]
-    heads = [INVARIANT_HEAD, *model.get("loev_heads", []), *([COLA_HEAD] if model.get("cola")
-                                                             else [])]
+    heads = [INVARIANT_HEAD, *([CROSS_HEAD] if model.get("cross_head") else []),
+             *model.get("loev_heads", []), *([COLA_HEAD] if model.get("cola") else [])]
     if cfg.head not in heads:
         raise EmbedError(f"embed.head={cfg.head!r}: the checkpoint has heads {heads}")
     info = load_archive(archive)

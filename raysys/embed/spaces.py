@@ -98,8 +98,9 @@ def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarra
 @torch.no_grad()
 def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.ndarray]],
                 layout: tuple[int, int]) -> Spaces:
-    """Spaces of one model over preprocessed batches: the invariant head per modality, the
-    mean fusion, and per modality the backbone and every head for the factor probes."""
+    """Spaces of one model over preprocessed batches: the invariant head per modality, per
+    modality the backbone and every head for the factor probes, and the mean fusion and
+    cross-modal retrieval in the shared head (`cross` when the model has one)."""
     model = model.eval()
     n = sum(len(b["key"]) for b in batches)
     found: dict[str, dict[int, dict[str, torch.Tensor]]] = {m: {} for m in model.modalities}
@@ -122,8 +123,11 @@ def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.nda
             for k, t in vectors.items():
                 probe[m][k][i] = t.numpy()
     emb = {m: probe[m][INVARIANT_HEAD] for m in model.modalities}
-    fused, any_present = fuse_mean(emb, present)
-    return Spaces(name, {**emb, FUSED: fused}, {**present, FUSED: any_present}, probe)
+    shared = model.cfg.shared_head()
+    cross = {m: probe[m][shared] for m in model.modalities} if shared != INVARIANT_HEAD else None
+    fused, any_present = fuse_mean(cross or emb, present)
+    return Spaces(name, {**emb, FUSED: fused}, {**present, FUSED: any_present}, probe,
+                  retrieval=cross)
 
 
 def classic_spaces(pipe: Pipeline, frame: pd.DataFrame, modalities: list[str],

@@ -36,7 +36,9 @@ class Spaces:
 
     embeddings: space -> `[N, d]` (every modality, plus FUSED); present: space -> bool `[N]`;
     probe_spaces: modality -> {"backbone" | head name: `[N, d]`}; comparable: whether the
-    modalities share one space (cross-modal retrieval and the mean fusion make sense).
+    modalities share one space (cross-modal retrieval and the mean fusion make sense);
+    retrieval: modality -> `[N, d]` that cross-modal retrieval ranks in when it is not
+    `embeddings` (a model's `cross` head).
     """
 
     name: str
@@ -44,6 +46,7 @@ class Spaces:
     present: dict[str, np.ndarray]
     probe_spaces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     comparable: bool = True
+    retrieval: dict[str, np.ndarray] | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -158,13 +161,14 @@ def cross_modal(spaces: Spaces, ks: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if not spaces.comparable:
         return {"skipped": f"{spaces.name}: the modalities do not share one space"}
+    emb = spaces.retrieval or spaces.embeddings
     for a, b in itertools.permutations(spaces.modalities, 2):
         both = spaces.present[a] & spaces.present[b]
         n = int(both.sum())
         if n < 2:
             out[f"{a}->{b}"] = {"skipped": f"{n} entities have both {a} and {b}"}
             continue
-        scores = cosine_scores(spaces.embeddings[a][both], spaces.embeddings[b][both])
+        scores = cosine_scores(emb[a][both], emb[b][both])
         report = retrieval_report(scores, positives=np.eye(n, dtype=bool), ks=ks, map_k=10)
         out[f"{a}->{b}"] = {**report, "n": n, **{f"chance_R@{k}": min(1.0, k / n) for k in ks}}
     return out

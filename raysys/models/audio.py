@@ -1,4 +1,6 @@
-"""Audio encoder: a small VGG-style CNN over the multi-channel spectrogram stack.
+"""Audio encoders over the multi-channel spectrogram stack: a VGG-style CNN and a TDNN.
+
+## cnn (`model.audio.kind: cnn`)
 
 Input `[N, C, F, T]` (C = len(data.audio.channels), F = n_bins, T = frames). Each stage is
 `(conv3x3 -> GroupNorm -> ReLU) x 2 -> maxpool 2x2`; the last stage (no max-pool) ends in
@@ -14,6 +16,18 @@ lies, is averaged away. Keeping the frequency axis lets the encoder read it.
 Parameters: sum over stages of 9 * (c_in * w + w * w) (about 72k for the default 16/32/64),
 plus `(w * freq_bands + 1) * w` for the time pool (33k at w = 64, 8 bands).
 Activation memory per view: about 2 * widths[0] * F * T floats at the first stage.
+
+## tdnn (`model.audio.kind: tdnn`)
+The x-vector frame-level network (Snyder et al., "X-vectors: robust DNN embeddings for speaker
+recognition", 2018): each frame's whole spectral vector (C * F values) is one input vector, and
+each width is a 1-D convolution over time (kernel 5, then kernel 3 with dilation 2, 3, ...),
+GroupNorm, ReLU; then the mean and standard deviation over frames and a Linear to
+`widths[-1]`. Frequency is never pooled: what distinguishes voices and instruments (the spectral
+envelope and how it moves) reaches the pooling intact. On the one-word speech corpus
+at random init, `raysys evaluate` found the speaker with a logistic probe on the backbone at
+0.89 (the CNN: 0.61; mean MFCC statistics: 0.92), on the invariant head at 0.69 (CNN: 0.53)
+(docs/learning.md). Parameters: 5 * C * F * w0 + sum 3 * w_i * w_i+1
++ 2 w^2 (about 0.7M at C * F = 144, widths 256 x 3).
 """
 
 from __future__ import annotations
@@ -66,6 +80,7 @@ class AudioCNN(StagedEncoder):
         if in_channels < 1:
             raise ValueError(f"model.audio: in_channels must be >= 1 (got {in_channels})")
         self.in_channels = in_channels
+        assert cfg.widths is not None
         widths = [in_channels, *cfg.widths]
         stages = [conv_stage(widths[i], widths[i + 1], pool=True) for i in range(len(cfg.widths))]
         self.trunk = nn.Sequential(*stages[:-1])
@@ -79,7 +94,48 @@ class AudioCNN(StagedEncoder):
             )
 
 
-def build_audio_encoder(cfg: AudioEncoderConfig, in_channels: int) -> StagedEncoder:
+class FrameStats(nn.Module):
+    """`[N, W, T]` -> `[N, 2W]`: the mean and standard deviation over frames."""
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.cat([h.mean(dim=-1), h.std(dim=-1, unbiased=False)], dim=1)
+
+
+def frame_layer(c_in: int, c_out: int, index: int) -> nn.Sequential:
+    """Layer `index` of the TDNN: kernel 5 first, then kernel 3 with dilation index + 1."""
+    kernel, dilation = (5, 1) if index == 0 else (3, index + 1)
+    conv = nn.Conv1d(c_in, c_out, kernel, dilation=dilation,
+                     padding=dilation * (kernel // 2), bias=False)
+    return nn.Sequential(conv, group_norm(c_out), nn.ReLU())
+
+
+class AudioTDNN(StagedEncoder):
+    """x-vector frame layers over `[N, C*F, T]`; `last` = last frame layer + stats + Linear."""
+
+    def __init__(self, cfg: AudioEncoderConfig, in_channels: int, n_bins: int) -> None:
+        super().__init__()
+        if in_channels < 1 or n_bins < 1:
+            raise ValueError(f"model.audio: need in_channels, n_bins >= 1 "
+                             f"(got {in_channels}, {n_bins})")
+        self.in_channels, self.n_bins = in_channels, n_bins
+        assert cfg.widths is not None
+        widths = [in_channels * n_bins, *cfg.widths]
+        layers = [frame_layer(widths[i], widths[i + 1], i) for i in range(len(cfg.widths))]
+        self.trunk = nn.Sequential(nn.Flatten(1, 2), *layers[:-1])
+        w = cfg.widths[-1]
+        self.last = nn.Sequential(layers[-1], FrameStats(), nn.Linear(2 * w, w))
+        self.out_dim = w
+
+    def check(self, x: torch.Tensor) -> None:  # type: ignore[override]
+        if x.dim() != 4 or tuple(x.shape[1:3]) != (self.in_channels, self.n_bins):
+            raise ValueError(f"audio encoder: expected [N, {self.in_channels}, {self.n_bins}, "
+                             f"T], got {list(x.shape)}")
+
+
+def build_audio_encoder(cfg: AudioEncoderConfig, in_channels: int,
+                        n_bins: int) -> StagedEncoder:
     if cfg.kind == "cnn":
         return AudioCNN(cfg, in_channels)
+    if cfg.kind == "tdnn":
+        return AudioTDNN(cfg, in_channels, n_bins)
     raise ValueError(f"model.audio.kind: unknown encoder {cfg.kind!r}")

@@ -16,24 +16,36 @@ from raysys.data.config import Modality
 
 INVARIANT_HEAD = "invariant"
 COLA_HEAD = "cola"
+CROSS_HEAD = "cross"
+
+
+AUDIO_WIDTHS = {"cnn": [16, 32, 64], "tdnn": [256, 256, 256]}
 
 
 class AudioEncoderConfig(Section):
-    """CNN over the `[C, F, T]` spectrogram stack: one stage per width (2 convs + 2x2 pool)."""
+    """Encoder of the `[C, F, T]` spectrogram stack (raysys.models.audio).
 
-    kind: Literal["cnn"] = "cnn"
-    widths: list[int] = Field(
-        default_factory=lambda: [16, 32, 64], min_length=2, description="channels per stage"
+    cnn: one 2-D stage per width (2 convs + 2x2 pool); tdnn: x-vector style, one 1-D
+    convolution over time per width on the whole spectral vector of each frame, then the mean
+    and std over frames.
+    """
+
+    kind: Literal["cnn", "tdnn"] = "cnn"
+    widths: list[int] | None = Field(
+        None, min_length=2, description="channels per stage (cnn) or per frame layer (tdnn); "
+        f"None = the kind's default {AUDIO_WIDTHS}",
     )
     pool: Literal["time", "stats", "global"] = Field(
         "time", description="time: mean over frames, keep `freq_bands` bands, then a Linear; "
         "stats: mean and std over frames per band (how the sound changes), then a Linear; "
         "global: mean over frequency and time (loses where in frequency energy lies)",
     )
-    freq_bands: int = Field(8, ge=1, description="frequency bands kept by pool=time")
+    freq_bands: int = Field(8, ge=1, description="frequency bands kept by pool=time (cnn)")
 
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
+        if self.widths is None:
+            self.widths = list(AUDIO_WIDTHS[self.kind])
         if any(w < 1 for w in self.widths):
             raise ValueError(f"widths must all be >= 1 (got {self.widths})")
         return self
@@ -83,6 +95,16 @@ class ModelConfig(Section):
     loev_plus_plus_modalities: list[Modality] = Field(
         default_factory=lambda: ["audio"], description="encoders whose last stage is replicated"
     )
+    cross_head: bool = Field(
+        False, description="a separate `cross` head per modality that takes the cross-modal "
+        "pairs of the binary term, so aligning modalities does not pull what only one modality "
+        "carries (timbre, voice) out of the invariant head (docs/learning.md)",
+    )
+    cross_backprop: float = Field(
+        1.0, ge=0, le=1, description="share of the cross head's gradient that reaches the "
+        "encoders: 1 = all; 0 = none, the encoders are shaped by same-modality pairs only and "
+        "the cross heads learn to align their features",
+    )
     cola: bool = Field(False, description="add the COLA head tanh(LayerNorm(Linear(x)))")
     centre_momentum: float | None = Field(
         0.9, ge=0, lt=1,
@@ -94,7 +116,7 @@ class ModelConfig(Section):
     @classmethod
     def _check_heads(cls, heads: list[str]) -> list[str]:
         for name in heads:
-            if name in (INVARIANT_HEAD, COLA_HEAD):
+            if name in (INVARIANT_HEAD, COLA_HEAD, CROSS_HEAD):
                 raise ValueError(f"{name!r} is a reserved head name")
         if len(set(heads)) != len(heads):
             raise ValueError(f"duplicates in {heads}")
@@ -104,8 +126,17 @@ class ModelConfig(Section):
     def _check(self) -> ModelConfig:
         if self.loev_plus_plus and not self.loev_heads:
             raise ValueError("loev_plus_plus needs at least one entry in loev_heads")
+        if self.cross_backprop < 1 and not self.cross_head:
+            raise ValueError("cross_backprop only acts on the cross head: set cross_head: true "
+                             "(or leave cross_backprop at 1)")
         return self
 
+    def shared_head(self) -> str:
+        """The head whose modalities share one space: where cross-modal retrieval ranks and
+        entity embeddings fuse (`cross` with `cross_head`, else `invariant`)."""
+        return CROSS_HEAD if self.cross_head else INVARIANT_HEAD
+
     def head_names(self) -> list[str]:
-        """Contrastive heads in order: the invariant head, then one per tracked augmentation."""
-        return [INVARIANT_HEAD, *self.loev_heads]
+        """Contrastive heads in order: the invariant head, the cross-modal head (with
+        `cross_head`), then one per tracked augmentation."""
+        return [INVARIANT_HEAD, *([CROSS_HEAD] if self.cross_head else []), *self.loev_heads]

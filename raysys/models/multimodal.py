@@ -19,7 +19,7 @@ from raysys.data.batch import HeteroBatch, ModalityViews
 from raysys.data.config import DataConfig
 from raysys.models.audio import build_audio_encoder
 from raysys.models.base import StagedEncoder, fresh_copy
-from raysys.models.config import COLA_HEAD, INVARIANT_HEAD, ModelConfig
+from raysys.models.config import COLA_HEAD, CROSS_HEAD, INVARIANT_HEAD, ModelConfig
 from raysys.models.heads import HeadSet
 from raysys.models.image import build_image_encoder
 from raysys.models.tabular import build_tabular_encoder
@@ -37,6 +37,7 @@ class ModelInputs:
     tabular_num_features: int = 0
     tabular_cardinalities: tuple[int, ...] = ()
     tabular_window: int = 16
+    audio_bins: int = 64  # frequency bins F (data.audio.n_bins); the tdnn's input is C * F wide
 
     @staticmethod
     def from_data(
@@ -45,6 +46,7 @@ class ModelInputs:
         return ModelInputs(
             modalities=tuple(data.modalities),
             audio_channels=len(data.audio.channels),
+            audio_bins=data.audio.n_bins,
             tabular_num_features=tabular_num_features,
             tabular_cardinalities=tuple(tabular_cardinalities),
             tabular_window=data.tabular_window,
@@ -115,7 +117,7 @@ class MultiViewModel(nn.Module):
 
     def _encoder(self, modality: str, inputs: ModelInputs) -> StagedEncoder:
         if modality == "audio":
-            return build_audio_encoder(self.cfg.audio, inputs.audio_channels)
+            return build_audio_encoder(self.cfg.audio, inputs.audio_channels, inputs.audio_bins)
         if modality == "image":
             return build_image_encoder(self.cfg.image)
         if modality == "tabular":
@@ -161,9 +163,13 @@ class MultiViewModel(nn.Module):
     def _branch_feature(
         self, head: str, modality: str, trunk: torch.Tensor, backbone: torch.Tensor
     ) -> torch.Tensor:
-        """LOEV++: the head's own copy of the last stage; otherwise the shared backbone."""
+        """LOEV++: the head's own copy of the last stage; otherwise the shared backbone (for the
+        cross head with its gradient scaled by `model.cross_backprop`; same value)."""
         if head in self.branches and modality in self.branches[head]:
             return self.branches[head][modality](trunk)
+        share = self.cfg.cross_backprop
+        if head == CROSS_HEAD and share < 1:
+            return backbone * share + backbone.detach() * (1 - share)
         return backbone
 
     def _flat_input(

@@ -45,6 +45,7 @@ class SlotPair:
     b: int
     weight: float
     modality_pair: str  # e.g. "audio-image"
+    cross_modal: bool = False  # the two slots hold different modalities
 
 
 def slot_pairs(
@@ -66,7 +67,7 @@ def slot_pairs(
                 continue
             w = weight(mod(a), mod(b))
             if w > 0:
-                pairs.append(SlotPair(a, b, w, pair_key(mod(a), mod(b))))
+                pairs.append(SlotPair(a, b, w, pair_key(mod(a), mod(b)), mod(a) != mod(b)))
     return pairs
 
 
@@ -113,8 +114,12 @@ def multiview_binary(
     emb: torch.Tensor, present: torch.Tensor, entity_id: torch.Tensor, pool_emb: torch.Tensor,
     pool: ViewPool, pairs: list[SlotPair], scorer: Scorer, *, extra: Negatives | None = None,
     chunk_size: int | None = None, recompute: bool = True,
+    cross: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """Weighted mean of the existing pairs' symmetric InfoNCE terms (see module docstring).
+
+    `cross`: (queries, pool keys) of another head, shaped as `emb` and `pool_emb`, that scores
+    the cross-modal pairs instead (without `extra`, whose keys live in the first head's space).
 
     Shapes: emb `[B, S, d]` (queries), present `[B, S]`, entity_id `[B]`, pool_emb `[M, S, d]`
     with `pool.present [M, S]`, `pool.entity_id [M]`. Returns `{"loss", "pairs", "keys",
@@ -122,15 +127,19 @@ def multiview_binary(
     size, and each modality pair's mean term (detached; 0 when none of its pairs exists).
     """
     guard = emb.sum() * 0.0  # keeps a NaN in the queries visible even when nothing counts
+    if cross is not None:
+        guard = guard + cross[0].sum() * 0.0
     weighted, total_w = guard, guard.detach()
     per_mp: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
     keys, n_dirs = guard.detach(), 0
     for p in pairs:
+        q_emb, k_emb, negatives = (*cross, None) if cross is not None and p.cross_modal else (
+            emb, pool_emb, extra)
         terms, oks = [], []
         for a, b, reverse in ((p.a, p.b, False), (p.b, p.a, True)):
             loss, ok, n_keys = direction_loss(
-                emb[:, a], present[:, a], entity_id, pool_emb[:, b], pool.present[:, b],
-                pool.entity_id, scorer, reverse, extra, chunk_size, recompute,
+                q_emb[:, a], present[:, a], entity_id, k_emb[:, b], pool.present[:, b],
+                pool.entity_id, scorer, reverse, negatives, chunk_size, recompute,
             )  # fmt: skip
             terms.append(loss)
             oks.append(ok.to(loss.dtype))

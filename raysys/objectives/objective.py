@@ -3,6 +3,8 @@
     loss = w_bin * binary + w_cont * continuous + w_loev * loev + w_cola * cola
 
 - binary: multi-view InfoNCE over slot pairs, cosine / τ on the invariant head (multiview.py);
+  when the model has a `cross` head (`model.cross_head`), the cross-modal pairs are scored on
+  it instead, so only same-modality pairs shape the invariant head;
 - continuous: ListNet over the batch's graded-relevance lists, invariant head (relevance.py);
 - loev: weighted mean of the LOEV head losses, `loev/<head>` each (loev.py);
 - cola: the multi-view pair loss on the `cola` head with bilinear scores `S = E_a W E_bᵀ`,
@@ -22,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raysys.models.config import COLA_HEAD, INVARIANT_HEAD
+from raysys.models.config import COLA_HEAD, CROSS_HEAD, INVARIANT_HEAD
 from raysys.models.multimodal import EncodedViews
 from raysys.objectives.config import ObjectiveConfig
 from raysys.objectives.loev import loev_losses
@@ -87,10 +89,12 @@ class ContrastiveObjective(nn.Module):
                     f"objective needs the model head {h!r} (outputs: {sorted(encoded.embeddings)})"
                     "; check model.loev_heads / model.cola against objective.loev / objective.cola"
                 )
+        terms = self.enabled_terms()
+        if "binary" in terms and CROSS_HEAD in encoded.embeddings:
+            heads.append(CROSS_HEAD)
         pool = build_pool(encoded, heads, self.cfg.negatives.gather)
         tau = self.temperature()
         out: dict[str, torch.Tensor] = {}
-        terms = self.enabled_terms()
         if "binary" in terms:
             out |= self._binary(encoded, pool, cosine_scorer(tau), negatives)
         if "continuous" in terms:
@@ -115,19 +119,21 @@ class ContrastiveObjective(nn.Module):
 
     def _pairs_loss(
         self, encoded: EncodedViews, pool: ViewPool, head: str, scorer: Scorer,
-        negatives: Negatives | None = None,
+        negatives: Negatives | None = None, cross_head: str | None = None,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
         neg = self.cfg.negatives
+        cross = (encoded.embeddings[cross_head], pool.emb[cross_head]) if cross_head else None
         return multiview_binary(
             encoded.embeddings[head], encoded.present, encoded.entity_id, pool.emb[head], pool,
             self._pairs(encoded), scorer, extra=negatives, chunk_size=neg.chunk_size,
-            recompute=neg.chunk_recompute,
+            recompute=neg.chunk_recompute, cross=cross,
         )  # fmt: skip
 
     def _binary(
         self, encoded: EncodedViews, pool: ViewPool, scorer: Scorer, negatives: Negatives | None
     ) -> dict[str, torch.Tensor]:
-        res = self._pairs_loss(encoded, pool, INVARIANT_HEAD, scorer, negatives)
+        cross = CROSS_HEAD if CROSS_HEAD in pool.emb else None
+        res = self._pairs_loss(encoded, pool, INVARIANT_HEAD, scorer, negatives, cross)
         out = {"binary": res.pop("loss"), "binary/pairs": res.pop("pairs")}
         out["pool/keys"] = res.pop("keys")
         out |= {f"binary/{name}": v for name, v in res.items()}

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from raysys.errors import UserError
+
 META_FILE = "raysys.json"
 
 
@@ -44,7 +46,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-class IncompatibleCheckpoint(RuntimeError):
+class IncompatibleCheckpoint(RuntimeError, UserError):
     """The checkpoint was written by a model of another shape; the message lists what differs."""
 
 

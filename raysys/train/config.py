@@ -1,7 +1,7 @@
 """Typed config of pretraining (`train.*`): workers, DeepSpeed, schedule, checkpoints, faults.
 
 Checks that span sections (objective x train, model x objective) live in
-`raysys.train.preflight.check_run_config`, which the driver runs before any worker starts.
+`raysys.config_rules`, run by the root config's validator.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from raysys.config_base import Section
+from raysys.config_base import AutoOrPositive, Section
 
 
 class TrainConfig(Section):
@@ -20,7 +20,10 @@ class TrainConfig(Section):
     steps: int = Field(200, ge=1, description="optimizer steps of the whole run")
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
     use_gpu: bool = Field(False, description="one GPU per worker (NCCL); False = CPU + gloo")
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: AutoOrPositive = Field(
+        "auto", description="logical CPUs per worker; auto = min(1, cluster CPUs / (2 x "
+        "workers)), resolved on the driver against the cluster (raysys.train.resources)"
+    )
     zero_stage: int = Field(2, ge=0, le=3, description="DeepSpeed ZeRO stage")
     precision: Literal["fp32", "bf16"] = "fp32"
     optimizer: Literal["adamw", "fused_adam"] = Field(

@@ -15,13 +15,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from raysys.config import ConfigError, RaysysConfig, _format_errors, dump_config
-from raysys.data import fs
 from raysys.data.pipeline import open_archive
 from raysys.data.quarantine import TooManyBadRecords, ratings_problem
 from raysys.train import intrain_eval, preflight
 from raysys.train.checkpoint import consolidated_state
 from raysys.train.export import export_model, model_state_from_module_state
 from raysys.train.loop import model_inputs, signature, train_worker
+from raysys.train.resources import Cluster, fit_resources
 
 
 def storage_path(cfg: RaysysConfig) -> str:
@@ -32,7 +32,13 @@ def storage_path(cfg: RaysysConfig) -> str:
 def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = None):
     """The run's TorchTrainer; `callbacks` go into its RunConfig (a sweep passes Tune's
     TuneReportCallback)."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import (
+        CheckpointConfig,
+        FailureConfig,
+        LoggingConfig,
+        RunConfig,
+        ScalingConfig,
+    )
     from ray.train.torch import TorchConfig, TorchTrainer
 
     t = cfg.train
@@ -51,6 +57,9 @@ def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = No
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             failure_config=FailureConfig(max_failures=t.max_failures),
             callbacks=callbacks,
+            # no INFO line per report (`TrainingReport(... every metric ...)`): the workers'
+            # `[raysys] step` lines say it once; warnings and errors still show
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
 
@@ -66,45 +75,86 @@ def export_from_checkpoint(cfg: RaysysConfig, pipe: Any, checkpoint: Any) -> dic
     )
 
 
-def prepare(cfg: RaysysConfig) -> Any:
-    """Everything checked before Ray starts a worker: config rules, storage reachable (with
-    retries), archive valid, and the checkpoint a resubmission would resume from compatible.
-    Returns the opened pipeline."""
-    if fs.is_remote(cfg.out):
-        raise ValueError("out: the run folder must be local (checkpoints may go to s3:// via "
-                         "train.storage_path)")
-    preflight.check_run_config(cfg)
+def prepare(cfg: RaysysConfig, info: Any = None) -> Any:
+    """Everything checked before Ray starts: paths made absolute (raysys.train.preflight),
+    storage reachable (with retries), archive valid, and the checkpoint a resubmission would
+    resume from compatible. (The config's own rules ran when it was loaded.) Returns the opened
+    pipeline; `cfg` is updated in place (absolute paths, modalities the archive lacks).
+    `info`: the archive's tables when the caller checked them already (`check_tables`)."""
+    preflight.resolve_paths(cfg)
     preflight.probe_storage(storage_path(cfg), retries=cfg.train.storage_retries)
-    pipe = open_archive(cfg.archive, cfg.data)
+    pipe = open_archive(cfg.archive, cfg.data, info)
     problem = ratings_problem(pipe.info, cfg.data.max_bad_fraction)  # as `data inspect` judges
     if problem:
         raise TooManyBadRecords(problem)
     for note in pipe.notes:
-        print(f"[raysys] note: {note}", flush=True)
+        say(f"note: {note}")
     if pipe.cfg.modalities != cfg.data.modalities:  # e.g. no logs.parquet: no tabular encoder
         cfg.data.modalities = list(pipe.cfg.modalities)
         try:
             RaysysConfig.model_validate(cfg.model_dump())  # cross-section rules still hold?
         except ValidationError as e:
             raise ConfigError(f"{'; '.join(pipe.notes)}; then: {_format_errors(e)}") from None
-    intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns and a held-out split exist
-    resume_step = preflight.check_resume(cfg, signature(cfg, model_inputs(cfg, pipe)))
-    if resume_step:
-        print(f"[raysys] run {cfg.train.run_name!r} resumes from its checkpoint of step "
-              f"{resume_step} in {preflight.run_folder(cfg)}", flush=True)
+    if len(pipe.entities.select("train")) == 0:
+        raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction}: the archive's "
+                          f"{len(pipe.entities)} entities are all held out; lower it")
+    try:
+        intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns, a held-out split
+    except ValueError as e:  # a user error about the archive and eval.*: no traceback
+        raise ConfigError(str(e)) from None
     return pipe
 
 
-def pretrain(cfg: RaysysConfig, callbacks: list[Any] | None = None) -> dict[str, Any]:
+def resume_step(cfg: RaysysConfig, pipe: Any) -> int:
+    """Step of the checkpoint this run resumes from (0: a new run); said on the console."""
+    step = preflight.check_resume(cfg, signature(cfg, model_inputs(cfg, pipe)))
+    if step:
+        say(f"run {cfg.train.run_name!r} resumes from its checkpoint of step {step} in "
+            f"{preflight.run_folder(cfg)}")
+    return step
+
+
+def fit_cluster(cfg: RaysysConfig, pipe: Any) -> None:
+    """Resolve `auto` CPUs against the cluster and refuse a run it can never schedule."""
+    fit = fit_resources(cfg, Cluster.current())
+    cfg.train.cpus_per_worker = fit.cpus_per_worker
+    cfg.data.decode_cpus = pipe.cfg.decode_cpus = fit.decode_cpus
+    say(f"resources: {fit.describe(cfg.train.num_workers)}")
+
+
+def say(text: str) -> None:
+    print(f"[raysys] {text}", flush=True)
+
+
+def already_done(cfg: RaysysConfig, step: int) -> dict[str, Any]:
+    """A resubmitted run whose checkpoint is at or past train.steps: nothing to train."""
+    out = Path(cfg.out)
+    say(f"run {cfg.train.run_name!r} is already at step {step} >= train.steps "
+        f"({cfg.train.steps}): nothing to train (raise train.steps to continue it)")
+    summary_file = out / "summary.json"
+    if summary_file.is_file():
+        return {**json.loads(summary_file.read_text()), "already_done": True}
+    return {"run": str(out), "steps": step, "already_done": True}
+
+
+def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None,
+             callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run (or resume) pretraining; returns a summary with the output locations.
-    `callbacks`: Ray Train callbacks (a sweep's trial passes Tune's TuneReportCallback)."""
+    `callbacks`: Ray Train callbacks (a sweep's trial passes Tune's TuneReportCallback).
+
+    Every check that needs no decoding runs before Ray starts; then `address` (or
+    RAY_ADDRESS, else a new local instance) is joined and the run is fitted to its resources."""
     from raysys.runtime import init_ray
 
-    pipe = prepare(cfg)
+    pipe = prepare(cfg, info)
+    step = resume_step(cfg, pipe)
+    if step >= cfg.train.steps:
+        return already_done(cfg, step)
+    init_ray(address)
+    fit_cluster(cfg, pipe)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(dump_config(cfg))
-    init_ray()
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
     result = build_trainer(cfg, pipe, callbacks).fit()
@@ -112,12 +162,12 @@ def pretrain(cfg: RaysysConfig, callbacks: list[Any] | None = None) -> dict[str,
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")
     meta = export_from_checkpoint(cfg, pipe, result.checkpoint)
     summary = {
-        "run": str(out.resolve()),
+        "run": str(out),
         "checkpoint": result.checkpoint.path,
-        "model": str((out / "model").resolve()),
+        "model": str(out / "model"),
         "model_id": meta["model_id"],
         "steps": meta["step"],
-        "metrics": str((out / "metrics.jsonl").resolve()),
+        "metrics": str(out / "metrics.jsonl"),
         "final_metrics": result.metrics,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -44,7 +44,7 @@ from raysys.data.rows import RowBuilder
 from raysys.eval import cdnv, knn_accuracy, ncc_accuracy, random_labels, split_indices
 from raysys.eval.config import EvaluationConfig
 from raysys.eval.protocol import resolve_labels
-from raysys.models.config import INVARIANT_HEAD, ModelConfig
+from raysys.models.config import ModelConfig
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 from raysys.train.diagnostics import EmbeddedSplit
 
@@ -75,7 +75,8 @@ def decode_split(pipe: Pipeline, split: str = "eval", batch_size: int = 64) -> l
 @torch.no_grad()
 def embed_heads(model: MultiViewModel, batches: list[HeteroBatch], labels: Any
                 ) -> tuple[EmbeddedSplit, dict[str, dict[str, np.ndarray]]]:
-    """Embed decoded batches: the EmbeddedSplit of the invariant head (L2-normalised) and
+    """Embed decoded batches: the EmbeddedSplit of the shared head (L2-normalised; the
+    invariant head unless the model has a cross head, raysys.models.config) and
     every head's normalised embeddings `{head: {modality: [N, d]}}` (zeros where absent)."""
     model = model.eval()
     parts: dict[str, list[np.ndarray]] = {}
@@ -96,7 +97,8 @@ def embed_heads(model: MultiViewModel, batches: list[HeteroBatch], labels: Any
     mods = [m for m in model.modalities if f"present.{m}" in cat]
     heads = {h: {m: cat[f"{h}.{m}"] for m in mods} for h in model.output_names()}
     labels = labels.set_index("key").loc[keys].reset_index()
-    split = EmbeddedSplit(keys=keys, entity_ids=cat["ids"], embeddings=heads[INVARIANT_HEAD],
+    split = EmbeddedSplit(keys=keys, entity_ids=cat["ids"],
+                          embeddings=heads[model.cfg.shared_head()],
                           present={m: cat[f"present.{m}"] for m in mods},
                           backbone={m: cat[f"backbone.{m}"] for m in mods}, labels=labels)
     return split, heads

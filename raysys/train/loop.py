@@ -27,7 +27,7 @@ from raysys.objectives.objective import ContrastiveObjective
 from raysys.train import checkpoint as ckpt
 from raysys.train.deepspeed_setup import initialize
 from raysys.train.intrain_eval import InTrainingEval
-from raysys.train.metrics import MetricsLog, peak_memory_mib
+from raysys.train.metrics import MetricsLog, peak_memory_mib, say
 from raysys.train.module import (
     TrainModule,
     cast_batch,
@@ -279,7 +279,7 @@ class Trainer:
             raise NonFiniteLoss(f"{message}; more than train.max_skipped_steps="
                                 f"{self.t.max_skipped_steps} steps skipped")
         if self.rank == 0 or culprits:
-            print(f"[raysys] {message}: step skipped", flush=True)
+            say(f"{message}: step skipped")
         stats.add_terms({k: v for k, v in out.items() if torch.isfinite(v).all()})
         self.scheduler.step()
 
@@ -331,8 +331,8 @@ class Trainer:
                          tensorboard=self.t.tensorboard, enabled=self.rank == 0)
         if self.rank == 0:
             resumed = f"resumed at step {self.step}" if self.step else "starting"
-            print(f"[raysys] {resumed}: {self.world} workers x {self.micro} entities x "
-                  f"{self.t.grad_accum} accumulation = {self.global_batch} per step", flush=True)
+            say(f"{resumed}: {self.world} workers x {self.micro} entities x "
+                f"{self.t.grad_accum} accumulation = {self.global_batch} per step")
         it, stats, record = self.batches(), StepStats(), {"step": self.step}
         evaluator = InTrainingEval(self, log)  # eval.every: off the critical path (Ray actor)
         evaluator.after_step(self.step)  # the start: the random-init (or resumed) point
@@ -359,6 +359,9 @@ def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker entry point: `config = {"cfg": dict, "pipeline": Pipeline}`."""
     import ray.train
 
+    from raysys.runtime import quiet_worker_logs
+
+    quiet_worker_logs()
     ctx = ray.train.get_context()
     cfg = RaysysConfig.model_validate(config["cfg"])
     Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()

@@ -1,8 +1,9 @@
 """Metrics of a run: `RUN/metrics.jsonl` (one JSON object per logged step), TensorBoard event
 files under `RUN/tensorboard/`, and a one-line live progress display on the console.
 
-Only rank 0 writes. On resume, lines of steps after the restored step are dropped first, so
-the file always describes one consistent trajectory.
+Every record carries `step` and `time` (wall clock, Unix seconds). Only rank 0 writes. On
+resume, lines of steps after the restored step are dropped first, so the file always
+describes one consistent trajectory.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,23 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def say(text: str) -> None:
+    """One console line from a training worker, written once.
+
+    Not `print`: Ray Train patches `print` in its workers to log *and* echo each message, so
+    every printed line reached the console twice."""
+    sys.stdout.write(f"[raysys] {text}\n")
+    sys.stdout.flush()
+
+
+def eta(elapsed_s: float, done: int, left: int) -> str:
+    """`ETA 3m05s` from the pace so far (`done` steps in `elapsed_s`); '' before any step."""
+    if done <= 0 or left <= 0:
+        return ""
+    s = round(elapsed_s / done * left)
+    return f"ETA {s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"ETA {s // 60}m{s % 60:02d}s"
+
+
 class MetricsLog:
     """Appends metrics to metrics.jsonl and TensorBoard; prints progress lines."""
 
@@ -44,6 +63,7 @@ class MetricsLog:
         self.path = Path(run_dir) / "metrics.jsonl"
         self.writer = None
         self.started = time.time()
+        self.resume_step = resume_step
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,14 +83,15 @@ class MetricsLog:
 
     def _write(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         """Append one record to metrics.jsonl and TensorBoard (when this logger is enabled)."""
-        record = {"step": step, **{k: _clean(v) for k, v in metrics.items()}}
+        record = {"step": step, "time": round(time.time(), 3),
+                  **{k: _clean(v) for k, v in metrics.items()}}
         if not self.enabled:
             return record
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for name, value in record.items():
-                if name != "step" and isinstance(value, int | float):
+                if name not in ("step", "time") and isinstance(value, int | float):
                     self.writer.add_scalar(name, value, step)
             self.writer.flush()
         return record
@@ -78,7 +99,7 @@ class MetricsLog:
     def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         record = self._write(step, metrics)
         if self.enabled:
-            print(self.progress_line(record), flush=True)
+            say(self.progress_line(record))
         return record
 
     def log_eval(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -90,19 +111,20 @@ class MetricsLog:
         shown = " ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items()
                          if k.endswith(("/ncc_test", "/cdnv")) and isinstance(v, float))
         problem = record.get("eval/error") or ""
-        print(f"[raysys] eval step {step}: {shown} {problem}".rstrip(), flush=True)
+        say(f"eval step {step}: {shown} {problem}".rstrip())
         return record
 
     def progress_line(self, r: dict[str, Any]) -> str:
         terms = " ".join(f"{k} {r[k]:.3f}" for k in HEADLINE if isinstance(r.get(k), float))
         elapsed = time.time() - self.started
+        left = eta(elapsed, r["step"] - self.resume_step, self.total_steps - r["step"])
         fmt = lambda v, spec: "nan" if v is None else format(v, spec)  # noqa: E731
         return (
-            f"[raysys] step {r['step']}/{self.total_steps} loss {fmt(r.get('loss'), '.4f')} "
+            f"step {r['step']}/{self.total_steps} loss {fmt(r.get('loss'), '.4f')} "
             f"({terms}) lr {fmt(r.get('lr'), '.2e')} {fmt(r.get('samples_per_s'), '.1f')} "
             f"samples/s data-wait {fmt(r.get('data_wait_fraction'), '.0%')} "
-            f"pool {fmt(r.get('pool_keys'), '.0f')} elapsed {elapsed:.0f}s"
-        )
+            f"pool {fmt(r.get('pool_keys'), '.0f')} elapsed {elapsed:.0f}s {left}"
+        ).rstrip()
 
     def close(self) -> None:
         if self.writer is not None:

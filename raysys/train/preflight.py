@@ -1,12 +1,11 @@
 """Checks the driver runs before any Ray worker starts: a wrong run fails in seconds, naming
 the config key, instead of after a worker group has been scheduled.
 
-    check_run_config(cfg)              rules across objective x train x data (model x objective
-                                       ones are in `RaysysConfig`'s own validator)
     probe_storage(uri, retries=3)      the checkpoint storage is reachable and writable
     check_resume(cfg, inputs, uri)     the latest checkpoint of the run fits this model config
 
-Each raises `ConfigError` (config) or `StorageUnreachable` / `IncompatibleCheckpoint`.
+Each raises `StorageUnreachable` / `IncompatibleCheckpoint`. Rules across config sections
+are `RaysysConfig`'s own validator (raysys.config_rules): they fail when the config is loaded.
 """
 
 from __future__ import annotations
@@ -21,11 +20,50 @@ import pyarrow.fs as pafs
 
 from raysys.config import ConfigError, RaysysConfig
 from raysys.data import fs
+from raysys.errors import UserError
 from raysys.train.checkpoint import META_FILE, check_signature
 
 
-class StorageUnreachable(RuntimeError):
+class StorageUnreachable(RuntimeError, UserError):
     """The checkpoint storage could not be written after the configured retries."""
+
+
+IN_RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a job's driver
+
+
+def in_ray_job() -> bool:
+    """True when this process is the driver of a `ray job submit` job."""
+    return IN_RAY_JOB_ENV in os.environ
+
+
+def resolve_paths(cfg: RaysysConfig) -> None:
+    """Make `out`, a local `archive` and a local `train.storage_path` absolute, once, on the
+    driver, so that every output of the run (metrics.jsonl and tensorboard/ written by the
+    rank-0 worker, checkpoints, the export, summary.json) lands under one folder whatever the
+    workers' working directories are.
+
+    Under `ray job submit` a relative output path is refused: the driver's working directory
+    is the job's unpacked `--working-dir`, a temporary folder Ray deletes later."""
+    outputs = {"out": cfg.out, "train.storage_path": cfg.train.storage_path}
+    if in_ray_job():
+        relative = [f"{key}={value!r}" for key, value in outputs.items()
+                    if value and _is_plain(value) and not os.path.isabs(value)]
+        if relative:
+            raise ConfigError(
+                f"{', '.join(relative)}: a relative path under a Ray job would resolve inside "
+                f"the job's temporary working dir ({os.getcwd()}), which Ray deletes; give an "
+                "absolute path on the driver's node, or s3:// storage for checkpoints "
+                "(train.storage_path)")
+    cfg.out = fs.normalize(cfg.out)  # a remote `out` is refused by the config's rules
+    if _is_plain(cfg.archive):
+        cfg.archive = fs.normalize(cfg.archive)
+    if cfg.train.storage_path and _is_plain(cfg.train.storage_path):
+        cfg.train.storage_path = fs.normalize(cfg.train.storage_path)
+
+
+def _is_plain(path: str) -> bool:
+    """A local path without a scheme (not s3://, not file://)."""
+    return fs.scheme_of(path) == ""
 
 
 def storage_root(cfg: RaysysConfig) -> str:
@@ -38,37 +76,6 @@ def storage_root(cfg: RaysysConfig) -> str:
 def run_folder(cfg: RaysysConfig) -> str:
     """`<storage>/<run_name>`: the folder Ray Train writes this run's checkpoints into."""
     return fs.join(storage_root(cfg), cfg.train.run_name)
-
-
-def config_errors(cfg: RaysysConfig) -> list[str]:
-    """Every cross-section rule this config breaks, each naming its dotted key."""
-    neg, t, obj = cfg.objective.negatives, cfg.train, cfg.objective
-    errors = []
-    if neg.grad_cache_sub_batch is not None and neg.grad_cache_sub_batch >= cfg.data.batch_size:
-        errors.append(f"objective.negatives.grad_cache_sub_batch ({neg.grad_cache_sub_batch}) >= "
-                      f"data.batch_size ({cfg.data.batch_size}): a micro-batch would be one "
-                      "sub-batch and caching would only add a second forward; set it below "
-                      "data.batch_size (or null for no gradient caching)")
-    if neg.momentum is not None and not neg.queue_size:
-        errors.append("objective.negatives.momentum: the momentum encoder only produces queue "
-                      "keys; set objective.negatives.queue_size > 0 (or momentum: null)")
-    if obj.w_cont > 0 and cfg.data.max_candidates < 1:
-        errors.append("objective.w_cont: the ListNet term needs data.max_candidates >= 1")
-    if t.nonfinite == "skip" and t.grad_accum > 1:
-        errors.append("train.nonfinite: 'skip' needs train.grad_accum=1 (a non-finite "
-                      "micro-batch cannot be taken out of a partly accumulated DeepSpeed step); "
-                      "use train.nonfinite=stop or train.grad_accum=1")
-    if t.checkpoint_every > t.steps:
-        errors.append(f"train.checkpoint_every ({t.checkpoint_every}) > train.steps ({t.steps}):"
-                      " only the final checkpoint would be written; lower it")
-    return errors
-
-
-def check_run_config(cfg: RaysysConfig) -> None:
-    """Raise ConfigError listing every cross-section problem (before Ray is touched)."""
-    errors = config_errors(cfg)
-    if errors:
-        raise ConfigError("invalid config:\n  " + "\n  ".join(errors))
 
 
 def probe_storage(uri: str, *, retries: int = 3, backoff_s: float = 0.5) -> None:

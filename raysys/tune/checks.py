@@ -4,7 +4,8 @@
     reported_metrics(cfg)             the metric names the in-training evaluation emits for
                                       this archive (opened without Ray)
     check_sweep(tree, cfg)            all of the above + the metric + ASHA vs eval.every
-    trial_resources(cfg)              logical CPUs / GPUs one trial holds at once
+    trial_resources(cfg, cluster)     logical CPUs / GPUs one trial holds at once (`auto`
+                                      CPUs resolved against the cluster, as pretrain does)
     concurrency(cfg, cluster)         max_concurrent_trials resolved against the cluster
 """
 
@@ -14,6 +15,7 @@ import math
 from typing import Any
 
 from raysys.config import ConfigError, RaysysConfig, build_config
+from raysys.train.resources import Cluster, fit_resources
 from raysys.tune.space import dimensions, get_dotted, set_dotted
 
 EVAL_METRICS = ("ncc_train", "ncc_test", "knn", "cdnv")  # per label set (intrain_eval)
@@ -22,8 +24,6 @@ EVAL_METRICS = ("ncc_train", "ncc_test", "knn", "cdnv")  # per label set (intrai
 def check_space(tree: dict[str, Any], cfg: RaysysConfig) -> None:
     """Every searched key names a config field and the config (with its cross-section rules)
     accepts the ends of each range and every choice."""
-    from raysys.train.preflight import config_errors
-
     dims = dimensions(cfg.sweep)
     if not dims:
         raise ConfigError("sweep.space: empty; give at least one `dotted.key: {distribution}`")
@@ -32,10 +32,7 @@ def check_space(tree: dict[str, Any], cfg: RaysysConfig) -> None:
             raise ConfigError(f"sweep.space.{key}: this key cannot be searched")
         for value in dim.probe_values():
             try:
-                probe = build_config(set_dotted(tree, key, value))
-                errors = config_errors(probe)
-                if errors:
-                    raise ConfigError("; ".join(errors))
+                probe = build_config(set_dotted(tree, key, value))  # runs config_rules too
                 got = get_dotted(probe.model_dump(mode="python"), key)
             except (ConfigError, KeyError, TypeError) as e:
                 detail = str(e).replace("invalid config:\n  ", "").replace("\n  ", "; ")
@@ -81,12 +78,8 @@ def check_metric(cfg: RaysysConfig) -> None:
 
 
 def check_sweep(tree: dict[str, Any], cfg: RaysysConfig) -> None:
-    """Everything about the sweep that can be checked without Ray."""
-    from raysys.data import fs
-
-    if fs.is_remote(cfg.out):
-        raise ConfigError("out: the sweep folder must be local (checkpoints may go to s3:// "
-                          "via train.storage_path)")
+    """Everything about the sweep that can be checked without Ray. (A remote `out` is refused
+    by the config's own rules.)"""
     check_space(tree, cfg)
     check_metric(cfg)
     if cfg.sweep.search == "grid":
@@ -95,21 +88,24 @@ def check_sweep(tree: dict[str, Any], cfg: RaysysConfig) -> None:
             raise ConfigError(f"sweep.space.{bad[0]}: sweep.search=grid needs `choice` values")
 
 
-def trial_resources(cfg: RaysysConfig) -> dict[str, float]:
+def trial_resources(cfg: RaysysConfig, cluster: Cluster) -> dict[str, float]:
     """What one trial holds while it trains: its driver function, the training workers, Ray
     Data (one decode task, and a whole CPU for the metadata tasks it starts when a worker opens
-    its shard; more decode tasks run when CPUs are free) and the evaluation actor."""
-    t = cfg.train
-    cpus = (cfg.sweep.trial_cpus + t.num_workers * t.cpus_per_worker
-            + max(cfg.data.decode_cpus, 1.0) + cfg.eval.cpus)
-    return {"CPU": cpus, "GPU": float(t.num_workers if t.use_gpu else 0)}
+    its shard; more decode tasks run when CPUs are free) and the evaluation actor. `auto` CPUs
+    resolve as in the trial's own pretraining (raysys.train.resources); a trial that could
+    never be scheduled raises ResourceMismatch naming the train.*/data.* keys."""
+    fit = fit_resources(cfg, cluster)
+    cpus = cfg.sweep.trial_cpus + fit.held_cpus + max(fit.decode_cpus, 1.0)
+    return {"CPU": cpus, "GPU": float(cfg.train.num_workers if cfg.train.use_gpu else 0)}
 
 
-def concurrency(cfg: RaysysConfig, cluster: dict[str, float]) -> int:
-    """`sweep.max_concurrent_trials` resolved (auto) or checked against the cluster."""
-    need = trial_resources(cfg)
-    fits = min(math.floor(cluster.get(r, 0.0) / n + 1e-9) for r, n in need.items() if n > 0)
-    have = ", ".join(f"{cluster.get(r, 0.0):g} {r}" for r in need if need[r] > 0)
+def concurrency(cfg: RaysysConfig, cluster: Cluster) -> int:
+    """`sweep.max_concurrent_trials` resolved (auto) or checked against the cluster (what its
+    autoscaler can grow to, when it has one)."""
+    need = trial_resources(cfg, cluster)
+    has = {"CPU": cluster.cpu_capacity, "GPU": cluster.gpu_capacity}
+    fits = min(math.floor(has[r] / n + 1e-9) for r, n in need.items() if n > 0)
+    have = ", ".join(f"{has[r]:g} {r}" for r in need if need[r] > 0)
     per = ", ".join(f"{n:g} {r}" for r, n in need.items() if n > 0)
     if fits < 1:
         raise ConfigError(f"sweep.max_concurrent_trials: one trial needs {per} (train.* "
@@ -122,3 +118,16 @@ def concurrency(cfg: RaysysConfig, cluster: dict[str, float]) -> int:
         raise ConfigError(f"sweep.max_concurrent_trials: {wanted} trials need {wanted} x ({per})"
                           f"; the cluster has {have}: at most {fits} fit at once")
     return int(wanted)
+
+
+def resolved_tree(tree: dict[str, Any], cfg: RaysysConfig, cluster: Cluster) -> dict[str, Any]:
+    """The base tree with `auto` CPUs replaced by what they resolve to on `cluster`, so every
+    trial holds what `concurrency` counted (a trial resolving them itself would see a cluster
+    that may have grown or shrunk since)."""
+    fit = fit_resources(cfg, cluster)
+    out = tree
+    for key, value in (("train.cpus_per_worker", fit.cpus_per_worker),
+                       ("data.decode_cpus", fit.decode_cpus)):
+        if key not in cfg.sweep.space:  # a searched value is the trial's own
+            out = set_dotted(out, key, value)
+    return out

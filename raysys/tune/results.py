@@ -108,12 +108,16 @@ def best_rows(results: pd.DataFrame, cfg: RaysysConfig) -> pd.DataFrame:
 
 
 def best_config(row: pd.Series, cfg: RaysysConfig, name: str) -> str:
-    """YAML of a ready `raysys pretrain` config: the trial's config with a fresh run folder."""
+    """YAML of a ready `raysys pretrain` config: the trial's config with a fresh run folder
+    and the sweep's CPU settings."""
     trial = yaml.safe_load((Path(row["run"]) / "config.yaml").read_text())
     trial.pop("sweep", None)
     trial["out"] = str(Path(cfg.out) / name)
     trial["train"]["run_name"] = "raysys"
     trial["train"]["storage_path"] = cfg.train.storage_path
+    for section, key in (("train", "cpus_per_worker"), ("data", "decode_cpus")):
+        if f"{section}.{key}" not in cfg.sweep.space:  # the sweep's own (e.g. `auto`), not
+            trial[section][key] = getattr(getattr(cfg, section), key)  # this cluster's share
     header = (f"# best of sweep {cfg.out}: trial {row['trial_id']} "
               + ", ".join(f"{m} = {row[m]:.4g}" for m in cfg.sweep.metrics) + "\n")
     checked = build_config(trial).model_dump(mode="json", exclude={"sweep"})

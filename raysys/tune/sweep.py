@@ -22,7 +22,9 @@ from typing import Any
 import yaml
 
 from raysys.config import ConfigError, RaysysConfig, apply_overrides, build_config, read_yaml
-from raysys.tune.checks import check_sweep, concurrency
+from raysys.train.preflight import resolve_paths
+from raysys.train.resources import Cluster
+from raysys.tune.checks import check_sweep, concurrency, resolved_tree
 from raysys.tune.space import param_space
 
 SWEEP_FILE = "sweep.yaml"
@@ -30,11 +32,15 @@ TUNE_DIR = "tune"
 
 
 def sweep_config(path: str | None, overrides: list[str]) -> tuple[dict[str, Any], RaysysConfig]:
-    """(base tree, validated config) of a new sweep; every check that needs no Ray ran."""
+    """(base tree, validated config) of a new sweep; every check that needs no Ray ran. Local
+    paths are made absolute (under `ray job submit` a relative sweep folder is refused)."""
     tree = apply_overrides(read_yaml(path) if path else {}, overrides)
     cfg = build_config(tree)
+    resolve_paths(cfg)
+    tree["out"], tree["archive"] = cfg.out, cfg.archive
+    if cfg.train.storage_path:
+        tree.setdefault("train", {})["storage_path"] = cfg.train.storage_path
     check_sweep(tree, cfg)
-    tree["out"] = cfg.out = os.path.abspath(cfg.out)
     return tree, cfg
 
 
@@ -50,12 +56,13 @@ def saved_config(sweep_dir: str) -> tuple[dict[str, Any], RaysysConfig]:
     return tree, cfg
 
 
-def trainable(tree: dict[str, Any], cfg: RaysysConfig) -> Any:
+def trainable(tree: dict[str, Any], cfg: RaysysConfig, cluster: Cluster) -> Any:
     from ray import tune
 
     from raysys.tune.trial import run_trial
 
-    fn = tune.with_parameters(run_trial, base=tree, sweep_dir=cfg.out)
+    fn = tune.with_parameters(run_trial, base=resolved_tree(tree, cfg, cluster),
+                              sweep_dir=cfg.out)
     # Tune refuses an empty request: with 0 CPUs the trial asks for 1 MiB of memory instead.
     cpus = cfg.sweep.trial_cpus
     return tune.with_resources(fn, {"CPU": cpus} if cpus else {"CPU": 0, "memory": 2**20})
@@ -92,7 +99,8 @@ def trial_dirname(trial: Any) -> str:
     return trial.trial_id
 
 
-def build_tuner(tree: dict[str, Any], cfg: RaysysConfig, max_concurrent: int) -> Any:
+def build_tuner(tree: dict[str, Any], cfg: RaysysConfig, cluster: Cluster,
+                max_concurrent: int) -> Any:
     from ray import tune
 
     from raysys.tune.progress import SweepProgress
@@ -100,7 +108,7 @@ def build_tuner(tree: dict[str, Any], cfg: RaysysConfig, max_concurrent: int) ->
     grid_like = cfg.sweep.search != "optuna"  # the generator itself holds max_concurrent
     search, scheduler = search_and_scheduler(cfg, max_concurrent)
     return tune.Tuner(
-        trainable(tree, cfg),
+        trainable(tree, cfg, cluster),
         param_space=param_space(cfg.sweep),
         tune_config=tune.TuneConfig(num_samples=cfg.sweep.num_samples, search_alg=search,
                                     scheduler=scheduler,
@@ -121,21 +129,20 @@ def _tune_env() -> None:
 
 def run_sweep(tree: dict[str, Any], cfg: RaysysConfig) -> dict[str, Any]:
     """Run a new sweep into `cfg.out` (Ray must be started or joined)."""
-    import ray
-
     from raysys.tune.results import finish
 
     out = Path(cfg.out)
     if (out / TUNE_DIR).exists():
         raise ConfigError(f"out: {out} already holds a sweep; continue it with "
                           f"`raysys sweep --resume {out}` or choose another folder")
-    limit = concurrency(cfg, ray.cluster_resources())  # before any trial starts
+    cluster = Cluster.current()
+    limit = concurrency(cfg, cluster)  # before any trial starts
     out.mkdir(parents=True, exist_ok=True)
     (out / SWEEP_FILE).write_text(yaml.safe_dump(tree, sort_keys=False))
     _tune_env()
     print(f"[sweep] {cfg.sweep.num_samples} samples, search {cfg.sweep.search}, scheduler "
           f"{cfg.sweep.scheduler}, at most {limit} trial(s) at once -> {out}", flush=True)
-    grid = build_tuner(tree, cfg, limit).fit()
+    grid = build_tuner(tree, cfg, cluster, limit).fit()
     return finish(grid, cfg)
 
 
@@ -143,7 +150,6 @@ def resume_sweep(sweep_dir: str) -> dict[str, Any]:
     """Continue a sweep whose driver stopped: Tune's restore runs unfinished trials (each
     resumes from its checkpoint) and new samples; finished and failed ones are kept as they
     are."""
-    import ray
     from ray import tune
 
     from raysys.tune.results import finish
@@ -152,9 +158,11 @@ def resume_sweep(sweep_dir: str) -> dict[str, Any]:
     path = os.path.join(cfg.out, TUNE_DIR)
     if not tune.Tuner.can_restore(path):
         raise ConfigError(f"--resume {sweep_dir}: no Tune experiment state in {path}")
-    concurrency(cfg, ray.cluster_resources())
+    cluster = Cluster.current()
+    concurrency(cfg, cluster)
     _tune_env()
     print(f"[sweep] resuming {cfg.out}", flush=True)
-    tuner = tune.Tuner.restore(path, trainable=trainable(tree, cfg), resume_unfinished=True,
+    tuner = tune.Tuner.restore(path, trainable=trainable(tree, cfg, cluster),
+                               resume_unfinished=True,
                                resume_errored=False, restart_errored=False)
     return finish(tuner.fit(), cfg)

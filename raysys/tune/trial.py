@@ -73,4 +73,6 @@ def run_trial(values: dict[str, Any], *, base: dict[str, Any], sweep_dir: str) -
     env = {"env_vars": {"RAY_ADDRESS": ray.get_runtime_context().gcs_address}}
     driver = ray.remote(num_cpus=0, max_retries=0, scheduling_strategy="DEFAULT",
                         runtime_env=env)(_pretrain)
-    ray.get(driver.remote(cfg.model_dump(mode="json"), TuneReportCallback()))
+    summary = ray.get(driver.remote(cfg.model_dump(mode="json"), TuneReportCallback()))
+    if summary.get("already_done"):  # resumed after its last checkpoint: nothing was reported
+        ray.tune.report({**(summary.get("final_metrics") or {}), "step": summary["steps"]})
