@@ -47,7 +47,7 @@ def collect(grid: Any, cfg: RaysysConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         df = result.metrics_dataframe
         row: dict[str, Any] = {"trial_id": trial_id, "state": state, "steps": steps,
                                "error": None if result.error is None else
-                               f"{type(result.error).__name__}: {result.error}"[:2000]}
+                               error_text(result.error)}
         row.update({f"config/{k}": (result.config or {}).get(k) for k in keys})
         final = _final(df, metrics)
         row.update({m: final.get(m) for m in [*metrics, "loss"]})
@@ -63,6 +63,25 @@ def collect(grid: Any, cfg: RaysysConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     hist = (pd.concat(history, ignore_index=True) if history
             else pd.DataFrame(columns=["trial_id", "step"]))
     return results, hist
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The exception under Ray's wrappers: a failed trial's error is the task error of its
+    driver (`RayTaskError`, `.cause`) around Ray Train's `WorkerGroupError` around each
+    worker's own exception (`.worker_failures`, by rank); their text is tracebacks."""
+    for _ in range(8):  # wrappers nest a few levels; bounded in case one refers to itself
+        failures = getattr(error, "worker_failures", None)
+        inner = failures[min(failures)] if failures else getattr(error, "cause", None)
+        if not isinstance(inner, BaseException) or inner is error:
+            break
+        error = inner
+    return error
+
+
+def error_text(error: BaseException) -> str:
+    """`Type: message` of what failed (the lowest rank's error), at most 2000 characters."""
+    cause = root_cause(error)
+    return f"{type(cause).__name__}: {cause}"[:2000]
 
 
 def _has(df: pd.DataFrame | None, col: str) -> bool:

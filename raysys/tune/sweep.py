@@ -76,10 +76,11 @@ def search_and_scheduler(cfg: RaysysConfig, max_concurrent: int) -> tuple[Any, A
     sweep = cfg.sweep
     if sweep.search == "optuna":
         import optuna
-        from ray.tune.search.optuna import OptunaSearch
+
+        from raysys.tune.optuna_search import EvaluatedOptunaSearch
 
         multi = sweep.multi_objective
-        search = OptunaSearch(metric=sweep.metrics if multi else sweep.metrics[0],
+        search = EvaluatedOptunaSearch(metric=sweep.metrics if multi else sweep.metrics[0],
                               mode=sweep.modes if multi else sweep.modes[0],
                               sampler=optuna.samplers.TPESampler(seed=cfg.seed))
     else:
