@@ -136,28 +136,32 @@ GRID = ["sweep.search=grid", "sweep.num_samples=1", "sweep.reduction_factor=2"]
 
 @pytest.mark.slow
 def test_sweep_end_to_end_asha_stops_a_bad_trial(ray_session, archive, tmp_path):
-    """3 trials in grid order: a learning rate of ~0 (the config demands lr > 0), 1e-3 and
-    5e-2. On this tiny archive 8 steps cannot improve on the random initialisation, and a
+    """4 trials in grid order: a learning rate of ~0 (the config demands lr > 0), 1e-3, 5e-2
+    and 1e30. On this tiny archive 8 steps cannot improve on the random initialisation, and a
     learning rate of 5e-2 wrecks it (eval/label/ncc_train falls from ~0.79 to ~0.5 within 2
-    steps at 1e-2 already): ASHA stops that trial at its first rung. Results, history,
-    best.yaml (loadable as is) and plots are written."""
-    from raysys.train.preflight import check_run_config
+    steps at 1e-2 already): ASHA stops that trial at its first rung. 1e30 passes every check
+    but its weights overflow after the first update: the trial fails during training
+    (train.nonfinite=stop) and is recorded with its error; the sweep goes on. Results,
+    history, best.yaml (loadable as is) and plots are written."""
     from raysys.tune.sweep import run_sweep
 
     out = tmp_path / "s"
     tree, cfg = sweep_config("configs/tiny.yaml", overrides(
-        archive, out, *GRID, "sweep.space.train.lr={choice: [1.0e-12, 1.0e-3, 5.0e-2]}"))
+        archive, out, *GRID, "train.nonfinite=stop", "train.max_failures=0",
+        "sweep.space.train.lr={choice: [1.0e-12, 1.0e-3, 5.0e-2, 1.0e+30]}"))
     summary = run_sweep(tree, cfg)
     results = pd.read_parquet(out / "results.parquet")
-    assert len(results) == 3 and (out / "results.csv").exists()
+    assert len(results) == 4 and (out / "results.csv").exists()
     by_lr = results.set_index("config/train.lr")
+    assert by_lr.loc[1e30, "state"] == "error" and by_lr.loc[1e30, "steps"] < STEPS
+    assert by_lr.loc[1e30, "error"].startswith("NonFiniteLoss: step ")  # not Ray's wrappers
+    assert summary["states"]["error"] == 1
     assert by_lr.loc[5e-2, "state"] == "stopped" and by_lr.loc[5e-2, "steps"] < STEPS
     assert by_lr.loc[1e-12, "state"] == "completed" and by_lr.loc[1e-12, "steps"] == STEPS
     history = pd.read_parquet(out / "history.parquet")
     assert set(history["trial_id"]) == set(results["trial_id"])
     assert history["eval/label/ncc_train"].notna().any()
-    best = load_config(out / "best.yaml")  # a ready `raysys pretrain` config, as is
-    check_run_config(best)
+    best = load_config(out / "best.yaml")  # a ready `raysys pretrain` config, as is (rules too)
     assert by_lr.loc[best.train.lr, "state"] == "completed" and summary["best_trials"]
     assert (Path(by_lr.loc[best.train.lr, "run"]) / "model").is_dir()  # a full run: exported
     assert (out / "plots" / "metric_over_steps.png").exists()
@@ -174,17 +178,19 @@ def _wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 @pytest.mark.slow
 def test_killed_sweep_resumes_every_trial_once(ray_session, archive, tmp_path):
-    """The driver (a subprocess joined to this Ray instance) is killed once its first trial
-    has finished and the second trains; `--resume` finishes the second (resumed from its
-    checkpoint when it had one) and does not repeat the first."""
+    """Random search (the default): the driver (a subprocess joined to this Ray instance) is
+    killed once its first trial has finished and the second trains; `--resume` finishes the
+    second (resumed from its checkpoint when it had one), does not repeat the first and
+    samples no third."""
     from raysys.tune.sweep import resume_sweep
 
     out = tmp_path / "s"
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address,
            "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, "-m", "raysys.cli", "sweep", "--config", "configs/tiny.yaml",
-           "--out", str(out), *overrides(archive, out, *GRID, "sweep.scheduler=none",
-                                         "sweep.space.train.lr={choice: [0.01, 0.003]}")]
+           "--out", str(out), *overrides(archive, out, "sweep.search=random",
+                                         "sweep.num_samples=2", "sweep.scheduler=none",
+                                         "sweep.space.train.lr={loguniform: [0.001, 0.01]}")]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:  # kill once the second trial trains (Tune has recorded the first as finished)
         second = lambda: len(list((out / "trials").glob("*/metrics.jsonl"))) >= 2  # noqa: E731
@@ -198,6 +204,8 @@ def test_killed_sweep_resumes_every_trial_once(ray_session, archive, tmp_path):
     summary = resume_sweep(str(out))
     results = pd.read_parquet(out / "results.parquet")
     assert len(results) == 2 and set(results["state"]) == {"completed"}
+    assert results["config/train.lr"].between(0.001, 0.01).all()
+    assert results["config/train.lr"].nunique() == 2  # sampled, not a grid
     assert first.stat().st_mtime == stamp  # the finished trial did not run again
     for run in results["run"]:
         steps = [json.loads(line)["step"] for line in
@@ -205,3 +213,51 @@ def test_killed_sweep_resumes_every_trial_once(ray_session, archive, tmp_path):
                  if "loss" in json.loads(line)]
         assert steps == sorted(set(steps)) and steps[-1] == STEPS  # each step logged once
     assert summary["trials"] == 2
+
+
+@pytest.mark.slow
+def test_optuna_multi_objective_returns_the_pareto_front(ray_session, archive, tmp_path):
+    """Optuna's multi-objective TPE over two evaluation metrics (3 trials, no ASHA): one
+    best-N.yaml per Pareto point of the finished trials, each a loadable pretrain config, and
+    the front plot."""
+    from raysys.tune.results import pareto_front
+    from raysys.tune.sweep import run_sweep
+
+    out, metrics = tmp_path / "s", ["eval/label/ncc_train", "eval/label/knn"]
+    tree, cfg = sweep_config("configs/tiny.yaml", overrides(
+        archive, out, "sweep.search=optuna", "sweep.scheduler=none", "sweep.num_samples=3",
+        f"sweep.metric=[{', '.join(metrics)}]", "sweep.mode=[max, max]",
+        "sweep.space.train.lr={loguniform: [0.0001, 0.05]}"))
+    summary = run_sweep(tree, cfg)
+    results = pd.read_parquet(out / "results.parquet")
+    assert len(results) == 3 and set(results["state"]) == {"completed"}
+    assert results["config/train.lr"].between(1e-4, 0.05).all()
+    assert results[metrics].notna().all().all()
+    front = results.iloc[pareto_front(results[metrics].to_numpy(float), ["max", "max"])]
+    assert sorted(summary["best_trials"]) == sorted(front["trial_id"])
+    files = sorted(out.glob("best-*.yaml"))
+    assert len(files) == len(front) and not (out / "best.yaml").exists()
+    lrs = {load_config(f).train.lr for f in files}  # each a ready pretrain config
+    assert lrs == set(front["config/train.lr"])
+    assert (out / "plots" / "pareto.png").exists()
+
+
+def test_optuna_is_given_only_reports_with_the_metric():
+    """A trial reports before its first evaluation has finished (no metric yet): Ray's
+    OptunaSearch would raise KeyError on such a report and end the sweep; ours skips it and
+    gives Optuna the evaluated reports and the final result."""
+    import optuna
+    from ray import tune
+
+    from raysys.tune.optuna_search import EvaluatedOptunaSearch
+
+    storage, metric = optuna.storages.InMemoryStorage(), "eval/label/knn"
+    search = EvaluatedOptunaSearch(space={"train.lr": tune.loguniform(1e-4, 1e-2)},
+                                   metric=metric, mode="max", study_name="s", storage=storage,
+                                   sampler=optuna.samplers.TPESampler(seed=0))
+    assert 1e-4 <= search.suggest("t1")["train.lr"] <= 1e-2
+    search.on_trial_result("t1", {"step": 2, "training_iteration": 1, "loss": 3.0})
+    search.on_trial_result("t1", {"step": 4, "training_iteration": 2, metric: 0.5})
+    search.on_trial_complete("t1", {"step": 8, "training_iteration": 3, metric: 0.6})
+    (trial,) = optuna.load_study(study_name="s", storage=storage).trials
+    assert trial.intermediate_values == {2: 0.5} and trial.value == 0.6
