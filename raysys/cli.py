@@ -1,5 +1,5 @@
 """The `raysys` command line: make-demo-data, make-corpus, data inspect, config show, cluster
-check, pretrain, demo, embed, evaluate.
+check, pretrain, sweep, demo, embed, evaluate.
 
 Every subcommand that takes a config accepts `--config FILE` and trailing `key.path=value`
 overrides (values are YAML: `train.steps=50`, `'data.modalities=[audio, image]'`,
@@ -153,6 +153,38 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of `raysys sweep` and `jobs/sweep.py`: the pretrain ones (--out is the sweep
+    folder) plus --resume."""
+    p.add_argument("--resume", metavar="SWEEP", help="continue the sweep in this folder "
+                   "(Tune's restore; finished trials are not repeated)")
+    add_pretrain_args(p)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Every check that needs no Ray runs before Ray starts (exit 2 on a bad config)."""
+    import json
+
+    from raysys.config import ConfigError
+    from raysys.tune.sweep import resume_sweep, run_sweep, saved_config, sweep_config
+
+    if args.resume:
+        if args.config or args.overrides or args.out or args.archive or args.steps:
+            raise ConfigError("--resume takes no config, overrides or shorthands: the sweep "
+                              "continues with the config it was started with (SWEEP/sweep.yaml)")
+        saved_config(args.resume)  # checked before Ray starts
+        start_or_join_ray(args.address)
+        summary = resume_sweep(args.resume)
+    else:
+        if not args.out:
+            raise ConfigError("--out SWEEP is required (the sweep folder)")
+        tree, cfg = sweep_config(args.config, pretrain_overrides(args))
+        start_or_join_ray(args.address)
+        summary = run_sweep(tree, cfg)
+    print(json.dumps(summary, indent=1, default=str))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from raysys.demo import run_demo
 
@@ -210,6 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="pretrain on an archive (Ray Train + DeepSpeed)")
     add_pretrain_args(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("sweep", help="Ray Tune sweep of pretraining runs (docs/sweeps.md)")
+    add_sweep_args(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="the embedded default: demo archive + the main job")
     p.add_argument("--out", default="raysys-demo", help="output folder (default ./raysys-demo)")

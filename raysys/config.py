@@ -23,6 +23,7 @@ from raysys.eval.config import EvaluationConfig
 from raysys.models.config import ModelConfig
 from raysys.objectives.config import ObjectiveConfig
 from raysys.train.config import TrainConfig
+from raysys.tune.config import SweepConfig
 
 
 class ConfigError(ValueError, UserError):
@@ -41,6 +42,7 @@ class RaysysConfig(Section):
     objective: ObjectiveConfig = Field(default_factory=ObjectiveConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)  # `raysys sweep` only
 
     @model_validator(mode="after")
     def _check_sections_agree(self) -> RaysysConfig:

@@ -30,7 +30,9 @@ def storage_path(cfg: RaysysConfig) -> str:
     return preflight.storage_root(cfg)
 
 
-def build_trainer(cfg: RaysysConfig, pipe: Any):
+def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = None):
+    """The run's TorchTrainer; `callbacks` go into its RunConfig (a sweep passes Tune's
+    TuneReportCallback)."""
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
@@ -55,6 +57,7 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
             storage_path=storage_path(cfg),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             failure_config=FailureConfig(max_failures=t.max_failures),
+            callbacks=callbacks,
             # no INFO line per report (`TrainingReport(... every metric ...)`): the workers'
             # `[raysys] step` lines say it once; warnings and errors still show
             logging_config=LoggingConfig(log_level="WARNING"),
@@ -136,9 +139,10 @@ def already_done(cfg: RaysysConfig, step: int) -> dict[str, Any]:
     return {"run": str(out), "steps": step, "already_done": True}
 
 
-def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None
-             ) -> dict[str, Any]:
+def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None,
+             callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run (or resume) pretraining; returns a summary with the output locations.
+    `callbacks`: Ray Train callbacks (a sweep's trial passes Tune's TuneReportCallback).
 
     Every check that needs no decoding runs before Ray starts; then `address` (or
     RAY_ADDRESS, else a new local instance) is joined and the run is fitted to its resources."""
@@ -155,7 +159,7 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None
     (out / "config.yaml").write_text(dump_config(cfg))
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
-    result = build_trainer(cfg, pipe).fit()
+    result = build_trainer(cfg, pipe, callbacks).fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")
     meta = export_from_checkpoint(cfg, pipe, result.checkpoint)

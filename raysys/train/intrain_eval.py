@@ -19,6 +19,9 @@ manifest's categorical label columns. No few-shot episodes here.
 Records: `{"step": s, "eval/<set>/<metric>": value, ..., "eval/entities": n,
 "eval/seconds": t}` (see docs/evaluation.md). They may land after later training records;
 a resumed run keeps those of steps <= the resumed step and never evaluates a step twice.
+Every `ray.train.report` of rank 0 carries the latest finished record (`eval/step` says of
+which step), and the run ends with one more report holding the last step's evaluation: this
+is how a sweep (Ray Tune, ASHA) sees the evaluation.
 
 `raysys evaluate` embeds differently (every entity, whole audio files in windows, as `raysys
 embed` does: raysys/embed/spaces.py); this module keeps the cheap held-out check.
@@ -246,6 +249,7 @@ class InTrainingEval:
         self.model, self.zero_stage = trainer.module.model, trainer.t.zero_stage
         self.rank, self.log = trainer.rank, log
         self.pending: dict[Any, int] = {}  # object ref -> step
+        self.latest: dict[str, Any] = {}  # rank 0: the latest finished record + `eval/step`
         self.done: set[int] = set()
         self.actor = None
         if self.every and self.rank == 0:
@@ -293,6 +297,8 @@ class InTrainingEval:
         for record in sorted(records, key=lambda r: r["step"]):
             step = record.pop("step")
             self.log.log_eval(step, record)
+            if f"{PREFIX}error" not in record:
+                self.latest = {**record, f"{PREFIX}step": step}
 
     def finish(self) -> None:
         if self.rank == 0 and self.actor is not None:

@@ -333,7 +333,7 @@ class Trainer:
             resumed = f"resumed at step {self.step}" if self.step else "starting"
             say(f"{resumed}: {self.world} workers x {self.micro} entities x "
                 f"{self.t.grad_accum} accumulation = {self.global_batch} per step")
-        it, stats = self.batches(), StepStats()
+        it, stats, record = self.batches(), StepStats(), {"step": self.step}
         evaluator = InTrainingEval(self, log)  # eval.every: off the critical path (Ray actor)
         evaluator.after_step(self.step)  # the start: the random-init (or resumed) point
         while self.step < self.t.steps:
@@ -344,11 +344,14 @@ class Trainer:
             if save or self.step % self.t.log_every == 0:
                 record = log.log(self.step, self.metrics(stats))
                 stats = StepStats(skipped=stats.skipped)
+                record = {**evaluator.latest, **record}  # the latest evaluation reaches Tune
                 if save:
                     self.save_and_report(record)
                 else:
                     ray.train.report(record)
         evaluator.finish()  # rank 0 waits for outstanding evaluations
+        if evaluator.every:  # one more report (every rank): the evaluation of the last step
+            ray.train.report({**record, **evaluator.latest})
         log.close()
 
 
