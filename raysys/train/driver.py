@@ -39,6 +39,8 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raysys.train.callbacks import StopOnUserError
+
     t = cfg.train
     pipe._logs_handle()  # put the logs into the object store once, shared by every worker
     return TorchTrainer(
@@ -57,6 +59,7 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
             # no INFO line per report (`TrainingReport(... every metric ...)`): the workers'
             # `[raysys] step` lines say it once; warnings and errors still show
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=[StopOnUserError()],  # e.g. too many bad records: no restart, one message
         ),
     )
 
@@ -153,7 +156,9 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None
     (out / "config.yaml").write_text(dump_config(cfg))
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
-    result = build_trainer(cfg, pipe).fit()
+    from raysys.train.callbacks import fit
+
+    result = fit(build_trainer(cfg, pipe))  # a worker's user error comes back as itself
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")
     meta = export_from_checkpoint(cfg, pipe, result.checkpoint)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 from raysys.config import RaysysConfig
 from raysys.data.pipeline import Pipeline, iter_hetero_batches
 from raysys.data.quarantine import QuarantineLog
+from raysys.errors import UserError
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 from raysys.objectives.multiview import Negatives
 from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
@@ -361,4 +362,10 @@ def train_worker(config: dict[str, Any]) -> None:
     quiet_worker_logs()
     ctx = ray.train.get_context()
     cfg = RaysysConfig.model_validate(config["cfg"])
-    Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()
+    try:
+        Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()
+    except UserError:  # e.g. TooManyBadRecords: one message on the driver, no traceback
+        from raysys.train.callbacks import hide_worker_traceback
+
+        hide_worker_traceback()
+        raise
