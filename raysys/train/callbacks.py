@@ -1,6 +1,10 @@
 """Ray Train callbacks of a run; they run in Ray Train's controller, which Ray places on the
 driver's node.
 
+`WriteMetrics`: metrics.jsonl and TensorBoard under the run's `out` folder, from rank 0's
+reports (a rank 0 on another node of a cluster would write them on that node). Rank 0 sends
+its evaluation records along with its next report (`payload`), and once more at the end.
+
 `StopOnUserError`: a user error raised on a worker mid-run (TooManyBadRecords: the bad share
 of the archive's records passed `data.max_bad_fraction`) ends the run at once instead of
 restarting the worker group `train.max_failures` times (a restart reads the same bad files
@@ -11,7 +15,9 @@ traceback to the console.
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from ray.train import UserCallback
@@ -40,6 +46,70 @@ class StopOnUserError(UserCallback):
         error = first_user_error(worker_exceptions)
         if error is not None:
             raise ControllerError(error)
+
+
+GROUP = "_raysys/group"  # which worker group sent the report (a restart starts a new one)
+EVALS = "_raysys/eval"  # the evaluation records rank 0 collected since its last report
+PRIVATE = (GROUP, EVALS)
+
+
+def payload(record: dict[str, Any], group: str, evals: list[dict[str, Any]]
+            ) -> dict[str, Any]:
+    """What rank 0 reports: its training record (or {} at the end), plus WriteMetrics' keys."""
+    return {**record, GROUP: group, EVALS: evals}
+
+
+def public(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Reported metrics without WriteMetrics' keys."""
+    return {k: v for k, v in metrics.items() if k not in PRIVATE}
+
+
+class WriteMetrics(UserCallback):
+    """Write rank 0's reported records to `<out>/metrics.jsonl` (and TensorBoard).
+
+    A new worker group (a resubmitted run, or a restart after a failure) first drops the
+    records after the step it resumed from (`resumed_from`). An evaluation record of a step
+    that has one already (the resume point, evaluated again) is not written twice."""
+
+    def __init__(self, out: str, total_steps: int, tensorboard: bool) -> None:
+        self.out, self.total_steps, self.tensorboard = out, total_steps, tensorboard
+        self.log: Any = None
+        self.group: str | None = None
+        self.eval_steps: set[int] = set()
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]],
+                     checkpoint: Any) -> None:
+        sent = metrics[0]
+        if GROUP not in sent:
+            return
+        if sent[GROUP] != self.group:
+            self.open(sent[GROUP], int(sent.get("resumed_from", 0)))
+        record = public(sent)
+        if "step" in record:
+            self.log.append(record)
+        for evaluation in sent[EVALS]:
+            if evaluation["step"] not in self.eval_steps:
+                self.eval_steps.add(evaluation["step"])
+                self.log.append(evaluation)
+
+    def open(self, group: str, resumed_from: int) -> None:
+        from raysys.train.intrain_eval import logged_eval_steps
+        from raysys.train.metrics import MetricsLog
+
+        if self.log is not None:
+            self.log.close()
+        self.group = group
+        self.log = MetricsLog(self.out, total_steps=self.total_steps, resume_step=resumed_from,
+                              tensorboard=self.tensorboard)
+        self.eval_steps = logged_eval_steps(self.log.path)
+
+
+def last_training_record(run_dir: str | Path) -> dict[str, Any]:
+    """The last record of metrics.jsonl with a loss ({} if none)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    records = [json.loads(line) for line in lines if line.strip()]
+    return next((r for r in reversed(records) if "loss" in r), {})
 
 
 def user_error_of(error: BaseException) -> UserError | None:

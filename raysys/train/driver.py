@@ -39,7 +39,7 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from raysys.train.callbacks import StopOnUserError
+    from raysys.train.callbacks import StopOnUserError, WriteMetrics
 
     t = cfg.train
     pipe._logs_handle()  # put the logs into the object store once, shared by every worker
@@ -59,7 +59,9 @@ def build_trainer(cfg: RaysysConfig, pipe: Any):
             # no INFO line per report (`TrainingReport(... every metric ...)`): the workers'
             # `[raysys] step` lines say it once; warnings and errors still show
             logging_config=LoggingConfig(log_level="WARNING"),
-            callbacks=[StopOnUserError()],  # e.g. too many bad records: no restart, one message
+            # metrics.jsonl + TensorBoard written on the driver's node; a user error raised on
+            # a worker (too many bad records): no restart, one message
+            callbacks=[WriteMetrics(cfg.out, t.steps, t.tensorboard), StopOnUserError()],
         ),
     )
 
@@ -156,7 +158,7 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None
     (out / "config.yaml").write_text(dump_config(cfg))
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
-    from raysys.train.callbacks import fit
+    from raysys.train.callbacks import fit, last_training_record
 
     result = fit(build_trainer(cfg, pipe))  # a worker's user error comes back as itself
     if result.checkpoint is None:
@@ -169,7 +171,7 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None
         "model_id": meta["model_id"],
         "steps": meta["step"],
         "metrics": str(out / "metrics.jsonl"),
-        "final_metrics": result.metrics,
+        "final_metrics": last_training_record(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

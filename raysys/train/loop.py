@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from raysys.objectives.multiview import Negatives
 from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
 from raysys.objectives.objective import ContrastiveObjective
 from raysys.train import checkpoint as ckpt
+from raysys.train.callbacks import payload
 from raysys.train.deepspeed_setup import initialize
 from raysys.train.intrain_eval import InTrainingEval
 from raysys.train.metrics import MetricsLog, peak_memory_mib, say
@@ -165,6 +167,7 @@ class Trainer:
         self.quarantine = QuarantineLog()
         self.restored_bad = (0, 0)  # (bad, attempted) records counted before the resume
         self.resumed_from = 0  # step of the checkpoint this worker group started from
+        self.group = uuid.uuid4().hex  # this worker group's id in its reports
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -329,7 +332,8 @@ class Trainer:
             with checkpoint.as_directory() as d:
                 self.restore(Path(d))
         log = MetricsLog(self.cfg.out, total_steps=self.t.steps, resume_step=self.step,
-                         tensorboard=self.t.tensorboard, enabled=self.rank == 0)
+                         tensorboard=self.t.tensorboard, enabled=self.rank == 0,
+                         write=False)  # the controller writes the files (train.callbacks)
         if self.rank == 0:
             resumed = f"resumed at step {self.step}" if self.step else "starting"
             say(f"{resumed}: {self.world} workers x {self.micro} entities x "
@@ -343,14 +347,21 @@ class Trainer:
             last = self.step == self.t.steps
             save = last or self.step % self.t.checkpoint_every == 0
             if save or self.step % self.t.log_every == 0:
-                record = log.log(self.step, self.metrics(stats))
+                record = self.sent(log.log(self.step, self.metrics(stats)), log)
                 stats = StepStats(skipped=stats.skipped)
                 if save:
                     self.save_and_report(record)
                 else:
                     ray.train.report(record)
         evaluator.finish()  # rank 0 waits for outstanding evaluations
+        if self.cfg.eval.every:  # every rank: the evaluations that finished after the last
+            ray.train.report(self.sent({"resumed_from": self.resumed_from}, log))
         log.close()
+
+    def sent(self, record: dict[str, Any], log: MetricsLog) -> dict[str, Any]:
+        """What this rank reports; rank 0 adds its evaluation records and its group's id,
+        which the controller needs to write metrics.jsonl (raysys.train.callbacks)."""
+        return payload(record, self.group, log.take_outbox()) if self.rank == 0 else record
 
 
 def train_worker(config: dict[str, Any]) -> None:
