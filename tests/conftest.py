@@ -9,6 +9,11 @@ import pytest
 # Keep BLAS/torch from oversubscribing the 2 cores when Ray workers run beside pytest.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+# Ray Train's controller takes one report per worker per poll (every 2 s by default) and a
+# worker's `ray.train.report` blocks while its previous one is still queued: the tiny runs,
+# which report every step, were paced at 2 s a step. Polling every 0.5 s (what a user may set
+# too) changes no result. Inherited by the Ray instances, jobs and subprocesses of the tests.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 pytest_plugins = ["s3_fixture"]  # the session-wide moto S3 server (fixture `s3_endpoint`)
 

@@ -21,7 +21,8 @@ SNAPSHOT = "checkpoint_manager_snapshot.json"  # written by the controller on ea
 
 
 def logged_steps(metrics: Path) -> list[int]:
-    """Steps in metrics.jsonl (rank 0 appends one line per logged step); [] before the first."""
+    """Steps in metrics.jsonl (one line per logged step, appended by the controller from
+    rank 0's reports); [] before the first."""
     if not metrics.exists():
         return []
     steps = []

@@ -58,13 +58,14 @@ def client(address: str):
 
 
 def stop_head(head: subprocess.Popen, temp_dir: str) -> None:
-    """SIGTERM to the `ray start --block` process group, SIGKILL after 15 s; then any process
-    still naming our temp dir (a worker the raylet started in its own group) by its pid."""
+    """SIGTERM to the `ray start --block` process group, SIGKILL after 5 s (it took 15 s and
+    more on a busy machine; nothing of it is kept); then any process still naming our temp
+    dir (a worker the raylet started in its own group) by its pid."""
     import psutil
 
     os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(timeout=15)
+        head.wait(timeout=5)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
         head.wait(timeout=15)
@@ -86,6 +87,10 @@ def cluster(s3_endpoint) -> Iterator[str]:
                             start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
+        make_bucket(s3_endpoint, BUCKET)  # while the head starts
+        from raysys.data.demo import make_demo_archive
+
+        make_demo_archive(ARCHIVE, entities=24, seed=5, missing_fraction=0.1)
         deadline = time.time() + 120
         while True:
             try:
@@ -93,28 +98,33 @@ def cluster(s3_endpoint) -> Iterator[str]:
                 break
             except Exception:  # noqa: BLE001 - not up yet
                 assert head.poll() is None and time.time() < deadline, "ray start failed"
-                time.sleep(2)
-        make_bucket(s3_endpoint, BUCKET)
-        from raysys.data.demo import make_demo_archive
-
-        make_demo_archive(ARCHIVE, entities=24, seed=5, missing_fraction=0.1)
+                time.sleep(1)
         yield address
     finally:
         stop_head(head, temp_dir)
 
 
-def submit(address: str, entrypoint: str, timeout_s: float = 600) -> tuple[str, str]:
-    """Submit with the repository as working dir; wait for a terminal status; (status, logs)."""
-    jobs = client(address)
-    deadline = time.time() + timeout_s
-    job = retry(lambda: jobs.submit_job(
+def start(address: str, entrypoint: str, deadline: float) -> str:
+    """Submit with the repository as working dir; the job's id."""
+    return retry(lambda: client(address).submit_job(
         entrypoint=entrypoint, runtime_env={"working_dir": str(ROOT), "excludes": EXCLUDES}),
         deadline)
+
+
+def finish(address: str, job: str, deadline: float) -> tuple[str, str]:
+    """Wait for a terminal status of `job`; (status, logs)."""
+    jobs = client(address)
     while (status := str(retry(lambda: jobs.get_job_status(job), deadline).value)
            ) not in TERMINAL:
-        assert time.time() < deadline, f"job {job} still {status} after {timeout_s} s"
+        assert time.time() < deadline, f"job {job} still {status} at its deadline"
         time.sleep(2)
     return status, retry(lambda: jobs.get_job_logs(job), deadline)
+
+
+def submit(address: str, entrypoint: str, timeout_s: float = 600) -> tuple[str, str]:
+    """Submit and wait for a terminal status; (status, logs)."""
+    deadline = time.time() + timeout_s
+    return finish(address, start(address, entrypoint, deadline), deadline)
 
 
 TRANSIENT = ("not yet", "try again later", "Connection aborted", "RemoteDisconnected")
@@ -143,12 +153,24 @@ def s3_exists(uri: str) -> bool:
     return filesystem.get_file_info(path).type != pafs.FileType.NotFound
 
 
-def test_pretrain_then_embed_jobs_succeed(cluster, tmp_path):
+PRETRAIN = f"{PY} jobs/pretrain.py --config configs/tiny.yaml --archive {ARCHIVE}"
+BAD = {"unknown key": f"{PRETRAIN} train.stepz=3", "relative out": f"{PRETRAIN} --out runs/a"}
+
+
+@pytest.fixture(scope="module")
+def bad_jobs(cluster) -> dict[str, str]:
+    """The jobs that must fail, submitted together at the start (their drivers need no CPU
+    of the cluster, so they run beside the pretraining job); name -> job id."""
+    deadline = time.time() + 600
+    return {name: start(cluster, entrypoint, deadline) for name, entrypoint in BAD.items()}
+
+
+def test_pretrain_then_embed_jobs_succeed(cluster, bad_jobs, tmp_path):
     run = tmp_path / "run"
     status, logs = submit(cluster, (
-        f"{PY} jobs/pretrain.py --config configs/tiny.yaml --archive {ARCHIVE} --out {run} "
-        f"--steps 4 train.checkpoint_every=2 train.storage_path=s3://{BUCKET}/ckpt "
-        "train.cpus_per_worker=auto data.decode_cpus=auto"))
+        f"{PRETRAIN} --out {run} --steps 4 train.checkpoint_every=2 "
+        f"train.storage_path=s3://{BUCKET}/ckpt train.cpus_per_worker=auto "
+        "data.decode_cpus=auto"))
     assert status == "SUCCEEDED", logs[-3000:]
     assert "[raysys] resources: 2 workers x 0.5 CPU" in logs
     assert logs.count("[raysys] step 4/4") == 1 and "TrainingReport(" not in logs
@@ -164,12 +186,11 @@ def test_pretrain_then_embed_jobs_succeed(cluster, tmp_path):
     assert s3_exists(f"s3://{BUCKET}/emb/_SUCCESS")
 
 
-def test_bad_jobs_fail_naming_the_reason(cluster):
-    status, logs = submit(cluster, f"{PY} jobs/pretrain.py --config configs/tiny.yaml "
-                                   f"--archive {ARCHIVE} train.stepz=3")
+def test_bad_jobs_fail_naming_the_reason(cluster, bad_jobs):
+    deadline = time.time() + 600
+    status, logs = finish(cluster, bad_jobs["unknown key"], deadline)
     assert status == "FAILED"
     assert "train.stepz: unknown key; did you mean `train.steps`?" in logs
     assert "Traceback" not in logs
-    status, logs = submit(cluster, f"{PY} jobs/pretrain.py --config configs/tiny.yaml "
-                                   f"--archive {ARCHIVE} --out runs/a")
+    status, logs = finish(cluster, bad_jobs["relative out"], deadline)
     assert status == "FAILED" and "out='runs/a': a relative path under a Ray job" in logs

@@ -225,3 +225,39 @@ def test_node_leaving_mid_run_finishes(archive, tmp_path):
     assert result["restarted_on"] == sorted([result["staying_node"], result["replacement_node"]])
     assert result["steps"] == STEPS
     assert_resumed_once_from(tmp_path / "run", result["registered"])
+
+
+
+def test_too_many_bad_records_mid_run_is_one_message_and_no_model(ray_session, tmp_path):
+    """Half of the audio files are unreadable (the archive's tables are fine, so only decoding
+    finds them): the bad share crosses data.max_bad_fraction during training. `raysys
+    pretrain` (joining the shared Ray instance, the workers' logs on its console) ends with one
+    message naming files and the key, no traceback, exit 2, and without restarting the worker
+    group (train.max_failures=2); the run folder has no model and no summary.json."""
+    from raysys.data.demo import make_demo_archive
+
+    root = tmp_path / "broken"
+    make_demo_archive(str(root), entities=24, seed=3, missing_fraction=0.0)
+    broken = sorted([*root.rglob("*.wav"), *root.rglob("*.flac")])[::2]
+    for path in broken:
+        path.write_bytes(b"RIFF\x00\x00\x00\x00 not audio at all " * 4)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "raysys.cli", "pretrain", "--config", TINY, "--archive",
+         str(root), "--out", str(out), "--steps", "12", "--address",
+         ray_session.get_runtime_context().gcs_address, "train.checkpoint_every=12",
+         "train.max_failures=2"],
+        capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1],
+        env={**os.environ, "OMP_NUM_THREADS": "1"})
+    console = proc.stdout + proc.stderr
+    assert proc.returncode == 2, console[-4000:]
+    # no worker traceback, no Ray error wrapping it (Ray's own teardown noise on a busy machine,
+    # e.g. a resource request timing out, is not ours to silence)
+    for raw in ("Error in training function", "TooManyBadRecords", "WorkerGroupError"):
+        assert raw not in console, console
+    assert console.count("starting: 2 workers") <= 1, console  # no restart (streamed: maybe 0)
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("raysys: ") and "records are bad" in error, console
+    assert "data.max_bad_fraction=5.0%" in error and "raise data.max_bad_fraction" in error
+    assert any(p.name in error for p in broken), error  # example files are named
+    assert not (out / "model").exists() and not (out / "summary.json").exists()

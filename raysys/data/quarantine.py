@@ -113,8 +113,15 @@ class QuarantineLog:
         raise TooManyBadRecords(
             f"{where}{self.total_bad} of {self.total_attempted} records are bad "
             f"({self.bad_fraction:.1%} > data.max_bad_fraction={max_bad_fraction:.1%}); "
-            f"most common reasons: {top}"
+            f"most common reasons: {top}; e.g. {self.examples()}; fix or remove those files "
+            f"or raise data.max_bad_fraction (`raysys data inspect` lists every bad record)"
         )
+
+    def examples(self, n: int = 3) -> str:
+        """The first `n` bad records as `path (view: reason)` (the key where there is no path)."""
+        shown = [f"{r.path or r.key} ({r.view}: {r.reason})" for r in self.records[:n]]
+        more = len(self.records) - n
+        return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
     def write(self, uri: str) -> None:
         """Write quarantine.parquet (key, view, path, reason, detail): the bad records, then

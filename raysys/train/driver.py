@@ -42,6 +42,8 @@ def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = No
     )
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from raysys.train.callbacks import StopOnUserError, WriteMetrics
+
     t = cfg.train
     pipe._logs_handle()  # put the logs into the object store once, shared by every worker
     return TorchTrainer(
@@ -57,10 +59,14 @@ def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = No
             storage_path=storage_path(cfg),
             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
             failure_config=FailureConfig(max_failures=t.max_failures),
-            callbacks=callbacks,
             # no INFO line per report (`TrainingReport(... every metric ...)`): the workers'
             # `[raysys] step` lines say it once; warnings and errors still show
             logging_config=LoggingConfig(log_level="WARNING"),
+            # metrics.jsonl + TensorBoard written on the driver's node; a user error raised on
+            # a worker (too many bad records): no restart, one message
+            # (a sweep adds Tune's TuneReportCallback)
+            callbacks=[WriteMetrics(cfg.out, t.steps, t.tensorboard), StopOnUserError(),
+                       *(callbacks or [])],
         ),
     )
 
@@ -159,7 +165,9 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None,
     (out / "config.yaml").write_text(dump_config(cfg))
     if pipe.stats is not None:
         pipe.save_stats(str(out / "tabular_stats.json"))
-    result = build_trainer(cfg, pipe, callbacks).fit()
+    from raysys.train.callbacks import fit, last_training_record
+
+    result = fit(build_trainer(cfg, pipe, callbacks))  # a worker's user error comes back as itself
     if result.checkpoint is None:
         raise RuntimeError(f"training ended without a checkpoint: {result.error}")
     meta = export_from_checkpoint(cfg, pipe, result.checkpoint)
@@ -170,7 +178,7 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None,
         "model_id": meta["model_id"],
         "steps": meta["step"],
         "metrics": str(out / "metrics.jsonl"),
-        "final_metrics": result.metrics,
+        "final_metrics": last_training_record(out),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary

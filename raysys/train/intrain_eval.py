@@ -2,8 +2,9 @@
 
     every N steps (and at the start): all ranks -> snapshot (ZeRO-3: a gather every rank joins)
     rank 0 -> ray.put(fp32 weights) -> EvalActor.evaluate.remote(step, weights)
-    every step, rank 0 -> ray.wait(timeout=0) -> finished records into metrics.jsonl/TensorBoard
-    end of training -> wait for the outstanding evaluations
+    every step, rank 0 -> ray.wait(timeout=0) -> finished records sent with its next report
+    end of training -> wait for the outstanding evaluations, one more report
+    (the controller writes them to metrics.jsonl/TensorBoard: raysys.train.callbacks)
 
 The in-training evaluation stands on the fixed held-out split (`data.eval_fraction`), small by
 design; every record says how many entities it used (`eval/entities`). `raysys evaluate` is
@@ -250,12 +251,11 @@ class InTrainingEval:
         self.rank, self.log = trainer.rank, log
         self.pending: dict[Any, int] = {}  # object ref -> step
         self.latest: dict[str, Any] = {}  # rank 0: the latest finished record + `eval/step`
-        self.done: set[int] = set()
-        self.actor = None
+        self.done: set[int] = set()  # a resumed point is evaluated again (the controller,
+        self.actor = None  # which has metrics.jsonl, keeps one record per step)
         if self.every and self.rank == 0:
             import ray
 
-            self.done = logged_eval_steps(log.path)
             cfg = trainer.cfg
             actor = ray.remote(EvalWorker).options(
                 num_cpus=cfg.eval.cpus, scheduling_strategy="DEFAULT")  # outside the workers' PG

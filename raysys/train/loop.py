@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ import torch.distributed as dist
 from raysys.config import RaysysConfig
 from raysys.data.pipeline import Pipeline, iter_hetero_batches
 from raysys.data.quarantine import QuarantineLog
+from raysys.errors import UserError
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 from raysys.objectives.multiview import Negatives
 from raysys.objectives.negatives.queue import EmbeddingQueue, MomentumEncoder
 from raysys.objectives.objective import ContrastiveObjective
 from raysys.train import checkpoint as ckpt
+from raysys.train.callbacks import payload
 from raysys.train.deepspeed_setup import initialize
 from raysys.train.intrain_eval import InTrainingEval
 from raysys.train.metrics import MetricsLog, peak_memory_mib, say
@@ -164,6 +167,7 @@ class Trainer:
         self.quarantine = QuarantineLog()
         self.restored_bad = (0, 0)  # (bad, attempted) records counted before the resume
         self.resumed_from = 0  # step of the checkpoint this worker group started from
+        self.group = uuid.uuid4().hex  # this worker group's id in its reports
 
     # -- checkpoints ---------------------------------------------------------------------------
 
@@ -328,7 +332,8 @@ class Trainer:
             with checkpoint.as_directory() as d:
                 self.restore(Path(d))
         log = MetricsLog(self.cfg.out, total_steps=self.t.steps, resume_step=self.step,
-                         tensorboard=self.t.tensorboard, enabled=self.rank == 0)
+                         tensorboard=self.t.tensorboard, enabled=self.rank == 0,
+                         write=False)  # the controller writes the files (train.callbacks)
         if self.rank == 0:
             resumed = f"resumed at step {self.step}" if self.step else "starting"
             say(f"{resumed}: {self.world} workers x {self.micro} entities x "
@@ -342,7 +347,7 @@ class Trainer:
             last = self.step == self.t.steps
             save = last or self.step % self.t.checkpoint_every == 0
             if save or self.step % self.t.log_every == 0:
-                record = log.log(self.step, self.metrics(stats))
+                record = self.sent(log.log(self.step, self.metrics(stats)), log)
                 stats = StepStats(skipped=stats.skipped)
                 record = {**evaluator.latest, **record}  # the latest evaluation reaches Tune
                 if save:
@@ -350,9 +355,16 @@ class Trainer:
                 else:
                     ray.train.report(record)
         evaluator.finish()  # rank 0 waits for outstanding evaluations
-        if evaluator.every:  # one more report (every rank): the evaluation of the last step
-            ray.train.report({**record, **evaluator.latest})
+        if evaluator.every:  # every rank: the evaluations that finished after the last step
+            # (rank 0's records for metrics.jsonl; the latest evaluation reaches Tune)
+            final = {**record, **evaluator.latest, "resumed_from": self.resumed_from}
+            ray.train.report(self.sent(final, log))
         log.close()
+
+    def sent(self, record: dict[str, Any], log: MetricsLog) -> dict[str, Any]:
+        """What this rank reports; rank 0 adds its evaluation records and its group's id,
+        which the controller needs to write metrics.jsonl (raysys.train.callbacks)."""
+        return payload(record, self.group, log.take_outbox()) if self.rank == 0 else record
 
 
 def train_worker(config: dict[str, Any]) -> None:
@@ -364,4 +376,10 @@ def train_worker(config: dict[str, Any]) -> None:
     quiet_worker_logs()
     ctx = ray.train.get_context()
     cfg = RaysysConfig.model_validate(config["cfg"])
-    Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()
+    try:
+        Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()
+    except UserError:  # e.g. TooManyBadRecords: one message on the driver, no traceback
+        from raysys.train.callbacks import hide_worker_traceback
+
+        hide_worker_traceback()
+        raise

@@ -1,9 +1,12 @@
 """Metrics of a run: `RUN/metrics.jsonl` (one JSON object per logged step), TensorBoard event
 files under `RUN/tensorboard/`, and a one-line live progress display on the console.
 
-Every record carries `step` and `time` (wall clock, Unix seconds). Only rank 0 writes. On
-resume, lines of steps after the restored step are dropped first, so the file always
-describes one consistent trajectory.
+Every record carries `step` and `time` (wall clock, Unix seconds). Rank 0 builds the records
+and prints the progress lines; the files are written by Ray Train's controller, on the
+driver's node (raysys.train.callbacks.WriteMetrics, from rank 0's reports), so that on a
+multi-node cluster they land under the run's `out` folder with everything else. On resume,
+lines of steps after the restored step are dropped first, so the file always describes one
+consistent trajectory.
 """
 
 from __future__ import annotations
@@ -54,17 +57,22 @@ def eta(elapsed_s: float, done: int, left: int) -> str:
 
 
 class MetricsLog:
-    """Appends metrics to metrics.jsonl and TensorBoard; prints progress lines."""
+    """Appends metrics to metrics.jsonl and TensorBoard; prints progress lines.
+
+    `enabled=False` (ranks other than 0): neither. `write=False` (rank 0 of a training run):
+    prints, and keeps the evaluation records in `outbox` for the next report instead of
+    writing them (the controller writes every record)."""
 
     def __init__(self, run_dir: str, *, total_steps: int, resume_step: int = 0,
-                 tensorboard: bool = True, enabled: bool = True) -> None:
-        self.enabled = enabled
+                 tensorboard: bool = True, enabled: bool = True, write: bool = True) -> None:
+        self.enabled, self.write = enabled, write
         self.total_steps = total_steps
         self.path = Path(run_dir) / "metrics.jsonl"
         self.writer = None
         self.started = time.time()
         self.resume_step = resume_step
-        if not enabled:
+        self.outbox: list[dict[str, Any]] = []
+        if not (enabled and write):
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._truncate_after(resume_step)
@@ -85,8 +93,13 @@ class MetricsLog:
         """Append one record to metrics.jsonl and TensorBoard (when this logger is enabled)."""
         record = {"step": step, "time": round(time.time(), 3),
                   **{k: _clean(v) for k, v in metrics.items()}}
-        if not self.enabled:
-            return record
+        if self.enabled and self.write:
+            self.append(record)
+        return record
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Write a record built already (`step`, `time`, values) to the files."""
+        step = record["step"]
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self.writer is not None:
@@ -94,7 +107,6 @@ class MetricsLog:
                 if name not in ("step", "time") and isinstance(value, int | float):
                     self.writer.add_scalar(name, value, step)
             self.writer.flush()
-        return record
 
     def log(self, step: int, metrics: dict[str, Any]) -> dict[str, Any]:
         record = self._write(step, metrics)
@@ -108,6 +120,8 @@ class MetricsLog:
         record = self._write(step, metrics)
         if not self.enabled:
             return record
+        if not self.write:
+            self.outbox.append(record)
         shown = " ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items()
                          if k.endswith(("/ncc_test", "/cdnv")) and isinstance(v, float))
         problem = record.get("eval/error") or ""
@@ -125,6 +139,11 @@ class MetricsLog:
             f"samples/s data-wait {fmt(r.get('data_wait_fraction'), '.0%')} "
             f"pool {fmt(r.get('pool_keys'), '.0f')} elapsed {elapsed:.0f}s {left}"
         ).rstrip()
+
+    def take_outbox(self) -> list[dict[str, Any]]:
+        """The evaluation records not yet sent (and forget them)."""
+        records, self.outbox = self.outbox, []
+        return records
 
     def close(self) -> None:
         if self.writer is not None:
