@@ -203,8 +203,10 @@ def test_killed_sweep_resumes_every_trial_once(ray_session, archive, tmp_path):
                                          "sweep.num_samples=2", "sweep.scheduler=none",
                                          "sweep.space.train.lr={loguniform: [0.001, 0.01]}")]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-    try:  # kill once the second trial trains (Tune has recorded the first as finished)
-        second = lambda: len(list((out / "trials").glob("*/metrics.jsonl"))) >= 2  # noqa: E731
+    try:  # kill once the second trial starts (Tune has recorded the first as finished);
+        # its config.yaml is written before training, metrics.jsonl only at its first report,
+        # by when a loaded machine may have run all 8 steps
+        second = lambda: len(list((out / "trials").glob("*/config.yaml"))) >= 2  # noqa: E731
         _wait_for(second, 900, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
