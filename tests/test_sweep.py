@@ -274,3 +274,13 @@ def test_optuna_is_given_only_reports_with_the_metric():
     search.on_trial_complete("t1", {"step": 8, "training_iteration": 3, metric: 0.6})
     (trial,) = optuna.load_study(study_name="s", storage=storage).trials
     assert trial.intermediate_values == {2: 0.5} and trial.value == 0.6
+
+
+def test_trial_id_of_a_restored_trial_folder():
+    """A trial restored before Tune recorded its folder trains in trials/<id> but reports from
+    a Tune folder `<id>_xxxx`: results point at the run folder it trained in."""
+    from raysys.tune.results import trial_id_of
+
+    assert trial_id_of("63335_00001_ecfb", {"trial_id": "63335_00001"}) == "63335_00001"
+    assert trial_id_of("63335_00001_ecfb", {}) == "63335_00001"  # failed before any report
+    assert trial_id_of("63335_00001", None) == "63335_00001"

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,20 @@ def _state(result: Any, steps: int) -> tuple[str, int]:
     return ("completed" if last >= steps else "stopped"), last
 
 
+def trial_id_of(dirname: str, metrics: dict[str, Any] | None) -> str:
+    """The trial id (= its run folder under SWEEP/trials) of a Tune trial folder. Trial folders
+    are named by trial id (sweep.py), but a trial restored by --resume before Tune's state
+    recorded its folder gets a new one with a random `_xxxx` suffix; its reports name it."""
+    reported = (metrics or {}).get("trial_id")
+    return str(reported) if reported else re.sub(r"_[0-9a-f]{4}$", "", dirname)
+
+
 def collect(grid: Any, cfg: RaysysConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, history) frames of every trial of a Tune ResultGrid."""
     keys, metrics = list(cfg.sweep.space), cfg.sweep.metrics
     rows, history = [], []
     for result in grid:
-        trial_id = Path(result.path).name  # trial folders are named by trial id (sweep.py)
+        trial_id = trial_id_of(Path(result.path).name, result.metrics)
         state, steps = _state(result, cfg.train.steps)
         df = result.metrics_dataframe
         row: dict[str, Any] = {"trial_id": trial_id, "state": state, "steps": steps,
