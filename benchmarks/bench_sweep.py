@@ -79,7 +79,7 @@ def main() -> None:
     p.add_argument("--config", default="configs/tiny.yaml")
     p.add_argument("--samples", type=int, default=2, choices=range(2, len(LRS) + 1))
     p.add_argument("--steps", type=int, default=8)
-    p.add_argument("--metric", default="eval/label/ncc_train")
+    p.add_argument("--metric", default="eval/label/ncc")
     p.add_argument("overrides", nargs="*")
     args = p.parse_args()
     if not Path(args.archive).exists():

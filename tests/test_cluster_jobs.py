@@ -1,7 +1,8 @@
 """Cluster jobs end to end (issue 17): a real `ray start --head` (token auth on, its own ports and
-temp dir), `jobs/pretrain.py` and `jobs/embed.py` submitted with the jobs API and the
-repository as `--working-dir`, archive, checkpoints and embeddings on moto's S3 server. A job
-with a bad config, or a relative output path, ends FAILED with the reason in its logs."""
+temp dir), `jobs/pretrain.py`, `jobs/embed.py` and `jobs/sweep.py` submitted with the jobs API
+and the repository as `--working-dir`, archive, checkpoints and embeddings on moto's S3
+server. A job with a bad config, or a relative output path, ends FAILED with the reason in its
+logs."""
 
 from __future__ import annotations
 
@@ -194,3 +195,29 @@ def test_bad_jobs_fail_naming_the_reason(cluster, bad_jobs):
     assert "Traceback" not in logs
     status, logs = finish(cluster, bad_jobs["relative out"], deadline)
     assert status == "FAILED" and "out='runs/a': a relative path under a Ray job" in logs
+
+
+def test_sweep_job_succeeds_with_the_archive_and_checkpoints_on_s3(cluster, bad_jobs, tmp_path):
+    """A one-trial grid sweep as a job: the archive on S3, trial checkpoints on S3, the sweep
+    folder absolute and local; its results and a best.yaml that `raysys pretrain` accepts."""
+    from raysys.config import load_config
+
+    out = tmp_path / "sweep"
+    status, logs = submit(cluster, (
+        f"{PY} jobs/sweep.py --config configs/tiny.yaml --archive {ARCHIVE} --out {out} "
+        f"--steps 4 train.checkpoint_every=2 train.storage_path=s3://{BUCKET}/sweep-ckpt "
+        "eval.every=2 data.eval_fraction=0.5 sweep.search=grid sweep.scheduler=none "
+        "sweep.num_samples=1 sweep.metric=eval/label/ncc "
+        "'sweep.space.train.lr={choice: [0.002]}'"))
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert "Traceback" not in logs
+    import pandas as pd
+
+    results = pd.read_parquet(out / "results.parquet")
+    assert list(results["state"]) == ["completed"] and list(results["steps"]) == [4]
+    assert results["eval/label/ncc"].between(0, 1).all()
+    best = load_config(out / "best.yaml")
+    assert best.train.lr == 0.002 and best.archive == ARCHIVE
+    trial = results["trial_id"].iloc[0]
+    assert s3_exists(f"s3://{BUCKET}/sweep-ckpt")
+    assert (out / "trials" / trial / "metrics.jsonl").is_file()

@@ -14,8 +14,10 @@ import pytest
 from raysys.config import load_config
 from raysys.eval.config import EvaluationConfig
 from raysys.eval.measure import few_shot_curve
+from raysys.eval.protocol import kfold_classification
 from raysys.evaluate import EvaluateError, evaluate_checkpoint
-from raysys.train.intrain_eval import quick_metrics, train_mask
+from raysys.train.intrain_eval import evaluate_split, metric_names, quick_metrics
+from raysys.train.metrics import eval_line
 
 PNG = b"\x89PNG\r\n\x1a\n"
 STEPS, EVERY = 4, 2
@@ -33,25 +35,84 @@ def train_steps(run: Path) -> list[int]:
 
 # -- fast: the pieces -----------------------------------------------------------------------------
 
-def test_train_mask_keeps_single_sample_classes_in_training():
-    y = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2])
-    mask, how = train_mask(y, EvaluationConfig(test_fraction=0.25))
-    assert mask[-1] and (~mask).sum() == 2  # 8 splittable entities, 25% test
-    assert set(y[~mask]) <= set(y[mask])
-    assert "single-sample" in how
-
-
-def test_quick_metrics_separated_vs_random_control():
+def test_quick_metrics_are_the_out_of_fold_protocol_and_random_stays_near_chance():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), 10)
     x = np.eye(8)[y] + 0.05 * rng.normal(size=(40, 8))
-    out = quick_metrics(x, {"fine": y, "coarse": y // 2}, EvaluationConfig())
-    assert out["eval/fine/ncc_test"] == 1.0 and out["eval/coarse/ncc_test"] == 1.0
+    cfg = EvaluationConfig()
+    out = quick_metrics(x, {"fine": y, "coarse": y // 2}, cfg)
+    reference = kfold_classification(x, y, folds=cfg.folds, seed=cfg.seed, knn_k=cfg.knn_k)
+    for clf in ("ncc", "logistic", "knn"):
+        assert out[f"eval/fine/{clf}"] == reference[clf]["mean"] == 1.0
+    assert out["eval/coarse/ncc"] == 1.0
     assert out["eval/fine/cdnv"] < 0.05 < out["eval/random/cdnv"]
-    assert out["eval/random/ncc_test"] < 0.8
+    assert out["eval/random/ncc"] < 0.6 and out["eval/random/logistic"] < 0.6
     single = quick_metrics(x, {"fine": np.zeros(40, int)}, EvaluationConfig(random_control=False))
-    assert single == {"eval/fine/skipped": "train_labels has 1 distinct class(es); at least 2 "
-                                           "are needed"}
+    assert single == {"eval/fine/skipped": "1 class(es) with >= 2 samples: nothing to classify"}
+
+
+def test_out_of_fold_metrics_with_fewer_samples_per_class_than_folds():
+    """A held-out split of ~100 entities over 24 classes has classes of 2-4: folds shrink to
+    the largest class instead of failing, and unlabelled entities are left out."""
+    y = np.repeat(np.arange(6), 3).astype(object)
+    x = np.eye(6)[y.astype(int)] + 0.01
+    y[0] = None
+    out = quick_metrics(x, {"fine": y}, EvaluationConfig(folds=5, random_control=False))
+    assert out["eval/fine/ncc"] == 1.0
+
+
+def two_modality_split(n: int = 24):
+    """Audio carries the label; the image view is the audio view plus noise (retrieval finds
+    it); ratings grade each query's candidates by label agreement."""
+    import pandas as pd
+
+    from raysys.train.diagnostics import EmbeddedSplit
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(4), n // 4)
+    audio = np.eye(8)[y] + 0.3 * rng.normal(size=(n, 8))
+    image = audio + 0.01 * rng.normal(size=(n, 8))
+    present = {"audio": np.ones(n, bool), "image": np.arange(n) % 6 != 0}
+    image[~present["image"]] = 0
+    keys = [f"e{i}" for i in range(n)]
+    split = EmbeddedSplit(keys=keys, entity_ids=np.arange(n),
+                          embeddings={"audio": audio, "image": image}, present=present,
+                          labels=pd.DataFrame({"key": keys, "label": y}))
+    ratings = pd.DataFrame([{"query": keys[i], "candidate": keys[j],
+                             "relevance": 100.0 if y[i] == y[j] else 10.0}
+                            for i in range(n) for j in range(n) if i != j and (i + j) % 3 == 0])
+    return split, ratings
+
+
+def test_evaluate_split_reports_every_named_metric_and_nothing_else():
+    split, ratings = two_modality_split()
+    cfg = EvaluationConfig()
+    heads = {"invariant": split.embeddings}
+    record = evaluate_split(split, heads, {"label": "label"}, cfg, ratings)
+    names = metric_names(["label"], ["audio", "image"], cfg, graded=True)
+    assert sorted(k for k in record if k != "eval/entities") == sorted(names)
+    audio, image, has = split.embeddings["audio"], split.embeddings["image"], split.present["image"]
+    naive = np.mean(np.argmax(audio[has] @ image[has].T / np.linalg.norm(image[has], axis=1),
+                             axis=1) == np.arange(has.sum()))
+    assert record["eval/retrieval/audio->image/R@1"] == pytest.approx(naive) == 1.0
+    assert record["eval/image/label/ncc"] > 0.8 and record["eval/relevance/nDCG@10"] > 0.9
+    assert record["eval/entities"] == 24
+    alone = evaluate_split(split, heads, {"label": "label"}, cfg, None)
+    assert not any(k.startswith("eval/relevance") for k in alone)
+
+
+def test_eval_line_shows_main_label_random_control_and_retrieval():
+    split, ratings = two_modality_split()
+    record = evaluate_split(split, {"invariant": split.embeddings}, {"label": "label"},
+                            EvaluationConfig(), ratings)
+    line = eval_line(10, {**record, "eval/seconds": 1.5})
+    r = {k: f"{v:.3f}" for k, v in record.items() if isinstance(v, float)}
+    assert line.startswith(f"eval step 10 ncc/logistic: label {r['eval/label/ncc']}/"
+                           f"{r['eval/label/logistic']}, random {r['eval/random/ncc']}/")
+    assert f"audio/label {r['eval/audio/label/ncc']}/{r['eval/audio/label/logistic']}" in line
+    assert "retrieval/audio->image/R@1 1.000" in line and "relevance/nDCG@10" in line
+    assert line.endswith("(24 entities, 1.5s)")
+    assert eval_line(3, {"eval/error": "boom"}) == "eval step 3: failed: boom"
 
 
 def test_few_shot_curve_skips_k_larger_than_the_classes():
@@ -120,8 +181,13 @@ def test_in_training_eval_records_at_the_right_steps(run):
         assert "eval/error" not in r, r
         assert r["eval/entities"] >= 10 and r["eval/seconds"] > 0
         for name in ("label", "coarse", "pitch", "random"):  # discovered from the manifest
-            assert 0.0 <= r[f"eval/{name}/ncc_train"] <= 1.0
+            for clf in ("ncc", "logistic", "knn"):
+                assert 0.0 <= r[f"eval/{name}/{clf}"] <= 1.0
             assert r[f"eval/{name}/cdnv"] > 0
+        for pair in ("audio->image", "image->tabular", "tabular->audio"):
+            assert 0.0 <= r[f"eval/retrieval/{pair}/R@1"] <= 1.0
+        assert 0.0 <= r["eval/audio/label/logistic"] <= 1.0
+        assert 0.0 < r["eval/relevance/nDCG@10"] <= 1.0
     assert records[0] != records[-1]  # the weights changed between the snapshots
     assert any((run / "tensorboard").iterdir())
 

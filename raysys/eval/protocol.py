@@ -57,8 +57,11 @@ def usable_classes(y: np.ndarray, minimum: int = 2) -> np.ndarray:
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The seeded stratified k-fold split (scikit-learn's `StratifiedKFold`, shuffled).
-    Classes smaller than `folds` are spread over fewer folds (a warning there is expected)."""
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    Classes smaller than `folds` are spread over fewer folds (a warning there is expected);
+    when even the largest class is smaller, there are as many folds as it has samples."""
+    largest = int(np.unique(y, return_counts=True)[1].max()) if len(y) else 0
+    splitter = StratifiedKFold(n_splits=min(folds, max(largest, 2)), shuffle=True,
+                               random_state=seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return list(splitter.split(np.zeros(len(y)), y))

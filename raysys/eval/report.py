@@ -124,7 +124,7 @@ def plot_loss_terms(history: list[dict[str, Any]], path: Path) -> Path | None:
 
 
 def plot_clustering_over_steps(history: list[dict[str, Any]], path: Path) -> Path | None:
-    """NCC test accuracy and CDNV (log scale) per label set against the step; None without
+    """Out-of-fold NCC accuracy and CDNV (log scale) per label set against the step; None without
     in-training evaluation records."""
     records = eval_records(history)
     sets = sorted({k.split("/")[1] for r in records for k in r
@@ -132,7 +132,7 @@ def plot_clustering_over_steps(history: list[dict[str, Any]], path: Path) -> Pat
     if not records or not sets:
         return None
     fig = _figure(10.0, 4.0)
-    for i, (metric, title) in enumerate((("ncc_test", "NCC accuracy (held-out test)"),
+    for i, (metric, title) in enumerate((("ncc", "NCC accuracy (held-out, out of fold)"),
                                          ("cdnv", "CDNV (lower = better separated)"))):
         ax = fig.add_subplot(1, 2, i + 1)
         for name in sets:

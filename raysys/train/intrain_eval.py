@@ -7,15 +7,22 @@
     (the controller writes them to metrics.jsonl/TensorBoard: raysys.train.callbacks)
 
 The in-training evaluation stands on the fixed held-out split (`data.eval_fraction`), small by
-design; every record says how many entities it used (`eval/entities`). `raysys evaluate` is
-the full protocol (k-fold over every labelled entity, baselines).
+design; every record says how many entities it used (`eval/entities`). Each held-out entity
+is predicted once, out of fold (stratified k-fold, `eval.folds`, as `raysys evaluate` does:
+raysys.eval.protocol), so even ~100 held-out entities give ~100 predictions.
 
 The actor (`eval.cpus` logical CPUs, 0 by default so it fits next to training on 2 cores)
 decodes the held-out split once (augmentation off, one view per modality), keeps the batches,
-and per request embeds them with the snapshot and computes the cheap diagnostics of the fused
-invariant embeddings: NCC (train/test), CDNV and kNN for every `eval.label_sets` entry plus
-a random-label control (the first label set permuted); label sets default to the
-manifest's categorical label columns. No few-shot episodes here.
+and per request embeds them with the snapshot and computes:
+- `eval/<set>/<ncc|logistic|knn|cdnv>` in the fused shared-head space (the mean of the
+  present modalities' embeddings) for every label set, plus `eval/random/...`, the first label
+  set permuted (a control that must stay near chance);
+- with 2+ modalities, `eval/<modality>/<set>/<metric>` in each modality's invariant head (does
+  the modality keep its own information?) and `eval/retrieval/<a>-><b>/R@1` (the same
+  entity's `b` view found from its `a` view in the shared head);
+- with graded ratings (relevance.parquet), `eval/relevance/nDCG@<eval.map_k>` among the
+  held-out entities.
+Label sets default to the manifest's categorical label columns. No few-shot episodes here.
 
 Records: `{"step": s, "eval/<set>/<metric>": value, ..., "eval/entities": n,
 "eval/seconds": t}` (see docs/evaluation.md). They may land after later training records;
@@ -25,27 +32,32 @@ which step), and the run ends with one more report holding the last step's evalu
 is how a sweep (Ray Tune, ASHA) sees the evaluation.
 
 `raysys evaluate` embeds differently (every entity, whole audio files in windows, as `raysys
-embed` does: raysys/embed/spaces.py); this module keeps the cheap held-out check.
+embed` does: raysys/embed/spaces.py) and adds baselines; this module keeps the cheap
+held-out check.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from raysys.data.batch import HeteroBatch
 from raysys.data.pipeline import Pipeline
 from raysys.data.rows import RowBuilder
-from raysys.eval import cdnv, knn_accuracy, ncc_accuracy, random_labels, split_indices
+from raysys.eval import cdnv, random_labels
 from raysys.eval.config import EvaluationConfig
-from raysys.eval.protocol import resolve_labels
-from raysys.models.config import ModelConfig
+from raysys.eval.measure import graded_relevance
+from raysys.eval.protocol import kfold_classification, resolve_labels
+from raysys.eval.retrieval import cosine_scores, recall_at_k
+from raysys.models.config import INVARIANT_HEAD, ModelConfig
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 from raysys.train.diagnostics import EmbeddedSplit
 
@@ -128,59 +140,103 @@ def check(cfg: Any, pipe: Pipeline) -> None:
                          "(raise data.eval_fraction)")
 
 
-# -- the cheap diagnostics ----------------------------------------------------------------------
+# -- the diagnostics ----------------------------------------------------------------------------
 
-def train_mask(y: np.ndarray, cfg: EvaluationConfig) -> tuple[np.ndarray, str]:
-    """The shared train/test split of the held-out entities (True = train): entities of a
-    single-sample class always train (they could not be tested); the rest is split by
-    `eval.test_fraction`/`eval.seed`, stratified by `y` when every class has 2 samples."""
-    classes, counts = np.unique(y, return_counts=True)
-    single = np.isin(y, classes[counts < 2])
-    rest = np.flatnonzero(~single)
-    try:
-        tr, _ = split_indices(y[rest], test_fraction=cfg.test_fraction, seed=cfg.seed)
-        how = "stratified by the first label set"
-    except ValueError as e:
-        tr, _ = split_indices(y[rest], test_fraction=cfg.test_fraction, seed=cfg.seed,
-                              stratify=False)  # too few entities: raises, naming the count
-        how = f"not stratified ({str(e).splitlines()[0]})"
-    mask = single.copy()
-    mask[rest[tr]] = True
-    if single.any():
-        how += f"; {int(single.sum())} entities of single-sample classes always train"
-    return mask, how
+CLASSIFIERS = ("ncc", "logistic", "knn")  # out-of-fold accuracies (raysys.eval.protocol)
+LABEL_METRICS = (*CLASSIFIERS, "cdnv")
+RANDOM = "random"  # the random-label control's label-set name
+RETRIEVAL, RELEVANCE = "retrieval", "relevance"
 
 
-def _label_metrics(x: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray,
-                   knn_k: int) -> dict[str, float]:
-    out = {"ncc_train": ncc_accuracy(x[tr], y[tr], x[tr], y[tr]),
-           "cdnv": cdnv(x, y, min_class_size=1)}
-    seen = np.isin(y[te], y[tr])  # a test class absent from training cannot be predicted
-    if seen.any():
-        out["ncc_test"] = ncc_accuracy(x[tr], y[tr], x[te][seen], y[te][seen])
-        out["knn"] = knn_accuracy(x[tr], y[tr], x[te][seen], y[te][seen], k=min(knn_k, tr.size))
+def label_metrics(x: np.ndarray, y: np.ndarray, cfg: EvaluationConfig) -> dict[str, float]:
+    """Out-of-fold NCC / logistic / kNN accuracy of the held-out entities (stratified k-fold,
+    `eval.folds`, as `raysys evaluate`; folds capped by the largest class) and their CDNV."""
+    labelled = pd.notna(y)
+    x, y = x[labelled], np.asarray(y[labelled].tolist())  # object columns -> their own dtype
+    got = kfold_classification(x, y, folds=cfg.folds, seed=cfg.seed, C=cfg.probe_C,
+                               knn_k=cfg.knn_k, classifiers=CLASSIFIERS)
+    out = {name: got[name]["mean"] for name in CLASSIFIERS}
+    out["cdnv"] = cdnv(x, y, min_class_size=1)
     return out
 
 
-def quick_metrics(x: np.ndarray, label_sets: dict[str, np.ndarray], cfg: EvaluationConfig
-                  ) -> dict[str, Any]:
-    """Flat `eval/<set>/<metric>` values; `eval/<set>/skipped` holds the reason when a label
-    set cannot be evaluated (e.g. a single class)."""
-    first = next(iter(label_sets.values()))
-    mask, _ = train_mask(first, cfg)
-    tr, te = np.flatnonzero(mask), np.flatnonzero(~mask)
+def quick_metrics(x: np.ndarray, label_sets: dict[str, np.ndarray], cfg: EvaluationConfig,
+                  prefix: str = PREFIX, random_control: bool | None = None) -> dict[str, Any]:
+    """Flat `<prefix><set>/<metric>` values of one space (plus the random-label control, the
+    first set permuted); `<prefix><set>/skipped` holds the reason when a label set cannot be
+    evaluated (e.g. a single class)."""
     sets = dict(label_sets)
-    if cfg.random_control:
-        sets["random"] = random_labels(first, cfg.seed)
+    if cfg.random_control if random_control is None else random_control:
+        sets[RANDOM] = random_labels(next(iter(label_sets.values())), cfg.seed)
     out: dict[str, Any] = {}
     for name, y in sets.items():
         try:
-            values = _label_metrics(x, y, tr, te, cfg.knn_k)
+            values = label_metrics(x, y, cfg)
         except ValueError as e:
-            out[f"{PREFIX}{name}/skipped"] = str(e).splitlines()[0]
+            out[f"{prefix}{name}/skipped"] = str(e).splitlines()[0]
             continue
-        out.update({f"{PREFIX}{name}/{k}": v for k, v in values.items()})
+        out.update({f"{prefix}{name}/{k}": v for k, v in values.items()})
     return out
+
+
+def retrieval_metrics(shared: dict[str, np.ndarray], present: dict[str, np.ndarray]
+                      ) -> dict[str, float]:
+    """`eval/retrieval/<a>-><b>/R@1`: each held-out entity's `b` view found from its `a` view
+    among the entities that have both, in the shared head (chance 1/n)."""
+    out: dict[str, float] = {}
+    for a, b in itertools.permutations(shared, 2):
+        both = present[a] & present[b]
+        if both.sum() >= 2:
+            scores = cosine_scores(shared[a][both], shared[b][both])
+            hits = recall_at_k(scores, np.eye(int(both.sum()), dtype=bool), 1)
+            out[f"{PREFIX}{RETRIEVAL}/{a}->{b}/R@1"] = float(hits)
+    return out
+
+
+def relevance_metric(fused: np.ndarray, keep: np.ndarray, keys: list[str],
+                     ratings: pd.DataFrame | None, k: int) -> dict[str, float]:
+    """`eval/relevance/nDCG@k` of the graded ratings among held-out entities (fused space)."""
+    if ratings is None:
+        return {}
+    got = graded_relevance(fused, keep, keys, ratings, k=k)
+    name = f"nDCG@{k}"
+    return {f"{PREFIX}{RELEVANCE}/{name}": float(got[name])} if name in got else {}
+
+
+def metric_names(sets: list[str], modalities: list[str], cfg: EvaluationConfig,
+                 graded: bool) -> list[str]:
+    """Every metric name an evaluation of this archive can report (a sweep checks its
+    `sweep.metric` against these before any trial starts)."""
+    fused = [*sets, *([RANDOM] if cfg.random_control else [])]
+    names = [f"{PREFIX}{s}/{m}" for s in fused for m in LABEL_METRICS]
+    if len(modalities) > 1:
+        names += [f"{PREFIX}{mod}/{s}/{m}" for mod in modalities for s in sets
+                  for m in LABEL_METRICS]
+        names += [f"{PREFIX}{RETRIEVAL}/{a}->{b}/R@1"
+                  for a, b in itertools.permutations(modalities, 2)]
+    if graded:
+        names.append(f"{PREFIX}{RELEVANCE}/nDCG@{cfg.map_k}")
+    return names
+
+
+def evaluate_split(split: EmbeddedSplit, heads: dict[str, dict[str, np.ndarray]],
+                   sets: dict[str, str], cfg: EvaluationConfig,
+                   ratings: pd.DataFrame | None) -> dict[str, Any]:
+    """Every in-training metric of one embedded held-out split: label sets in the fused
+    shared-head space (+ random control), per modality in its invariant head (2+
+    modalities), cross-modal R@1 and graded nDCG in the shared head."""
+    fused, keep = split.fused()
+    ys = {n: split.labels[c].to_numpy() for n, c in sets.items()}
+    record = quick_metrics(fused[keep], {n: y[keep] for n, y in ys.items()}, cfg)
+    if len(split.present) > 1:
+        for m, x in heads[INVARIANT_HEAD].items():
+            has = split.present[m]
+            record.update(quick_metrics(x[has], {n: y[has] for n, y in ys.items()}, cfg,
+                                        prefix=f"{PREFIX}{m}/", random_control=False))
+        record.update(retrieval_metrics(split.embeddings, split.present))
+    record.update(relevance_metric(fused, keep, split.keys, ratings, cfg.map_k))
+    record[f"{PREFIX}entities"] = int(keep.sum())
+    return record
 
 
 class EvalWorker:
@@ -201,12 +257,10 @@ class EvalWorker:
                 self.batches = decode_split(self.pipe, "eval", self.cfg.batch_size)
             self.model.load_state_dict(state)
             labels = self.pipe.entities.select("eval").labels(self.pipe.info)
-            split, _ = embed_heads(self.model, self.batches, labels)
-            fused, keep = split.fused()
-            sets = label_sets_of(self.cfg, labels)
-            ys = {n: split.labels[c].to_numpy()[keep] for n, c in sets.items()}
-            record = quick_metrics(fused[keep], ys, self.cfg)
-            record[f"{PREFIX}entities"] = int(keep.sum())
+            split, heads = embed_heads(self.model, self.batches, labels)
+            relevance = self.pipe.info.relevance
+            record = evaluate_split(split, heads, label_sets_of(self.cfg, labels), self.cfg,
+                                    relevance.frame if relevance is not None else None)
         except Exception as e:  # an evaluation never takes the training run down
             record = {f"{PREFIX}error": f"{type(e).__name__}: {e}"}
         record[f"{PREFIX}seconds"] = time.perf_counter() - started

@@ -122,10 +122,7 @@ class MetricsLog:
             return record
         if not self.write:
             self.outbox.append(record)
-        shown = " ".join(f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items()
-                         if k.endswith(("/ncc_test", "/cdnv")) and isinstance(v, float))
-        problem = record.get("eval/error") or ""
-        say(f"eval step {step}: {shown} {problem}".rstrip())
+        say(eval_line(step, record))
         return record
 
     def progress_line(self, r: dict[str, Any]) -> str:
@@ -148,3 +145,25 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def eval_line(step: int, record: dict[str, Any]) -> str:
+    """One console line of an in-training evaluation: the main label set's NCC / logistic
+    accuracy in each space, the random-label control's NCC, cross-modal R@1, graded nDCG."""
+    if "eval/error" in record:
+        return f"eval step {step}: failed: {record['eval/error']}"
+    names = [k.removeprefix("eval/") for k in record if k.endswith("/ncc")]
+    main = next((n.split("/")[0] for n in names if n.count("/") == 1 and
+                 not n.startswith("random/")), None)
+    parts = []
+    for name in names:
+        space, _, label = name.removesuffix("/ncc").rpartition("/")
+        if label == main or label == "random":
+            shown = f"{space}/{label}" if space else label
+            values = "/".join(f"{record[f'eval/{name[:-3]}{m}']:.3f}"
+                              for m in ("ncc", "logistic") if f"eval/{name[:-3]}{m}" in record)
+            parts.append(f"{shown} {values}")
+    parts += [f"{k.removeprefix('eval/')} {v:.3f}" for k, v in record.items()
+              if k.startswith(("eval/retrieval/", "eval/relevance/")) and isinstance(v, float)]
+    tail = f"({record.get('eval/entities', '?')} entities, {record.get('eval/seconds', 0):.1f}s)"
+    return f"eval step {step} ncc/logistic: {', '.join(parts)} {tail}"

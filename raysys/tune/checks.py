@@ -18,8 +18,6 @@ from raysys.config import ConfigError, RaysysConfig, build_config
 from raysys.train.resources import Cluster, fit_resources
 from raysys.tune.space import dimensions, get_dotted, set_dotted
 
-EVAL_METRICS = ("ncc_train", "ncc_test", "knn", "cdnv")  # per label set (intrain_eval)
-
 
 def check_space(tree: dict[str, Any], cfg: RaysysConfig) -> None:
     """Every searched key names a config field and the config (with its cross-section rules)
@@ -47,15 +45,14 @@ def _close(a: Any, b: Any) -> bool:
 
 
 def reported_metrics(cfg: RaysysConfig) -> list[str]:
-    """`eval/<set>/<metric>` names the in-training evaluation can report on this archive."""
+    """The `eval/...` names the in-training evaluation can report on this archive."""
     from raysys.data.pipeline import open_archive
-    from raysys.train.intrain_eval import PREFIX, label_sets_of
+    from raysys.train.intrain_eval import label_sets_of, metric_names
 
     pipe = open_archive(cfg.archive, cfg.data)
     sets = list(label_sets_of(cfg.eval, pipe.info.manifest.labels))
-    if cfg.eval.random_control:
-        sets.append("random")
-    return [f"{PREFIX}{s}/{m}" for s in sets for m in EVAL_METRICS]
+    return metric_names(sets, list(pipe.cfg.modalities), cfg.eval,
+                        graded=pipe.info.relevance is not None)
 
 
 def check_metric(cfg: RaysysConfig) -> None:

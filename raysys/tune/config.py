@@ -1,7 +1,7 @@
 """Typed config of a sweep (`sweep.*`): what to optimise, how to search, what to search over.
 
     sweep:
-      metric: eval/label/ncc_test       # or a list: multi-objective (Pareto front)
+      metric: eval/label/ncc            # or a list: multi-objective (Pareto front)
       mode: max                         # or a list, one per metric
       num_samples: 16
       search: optuna                    # grid | random | optuna
@@ -115,8 +115,10 @@ class SweepConfig(Section):
     trial's values set at the `space` keys."""
 
     metric: str | list[str] = Field(
-        "eval/label/ncc_test", description="an in-training evaluation metric (`eval/<label "
-        "set>/<ncc_train|ncc_test|knn|cdnv>`); a list = multi-objective (Pareto front)")
+        "eval/label/ncc", description="an in-training evaluation metric (`eval/<label set>/"
+        "<ncc|logistic|knn|cdnv>`, `eval/<modality>/<label set>/<metric>`, "
+        "`eval/retrieval/<a>-><b>/R@1`, `eval/relevance/nDCG@10`); a list = multi-objective "
+        "(Pareto front)")
     mode: Mode | list[Mode] = Field("max", description="max or min; a list: one per metric")
     num_samples: int = Field(8, ge=1, description="trials (grid: repeats of the whole grid)")
     search: Literal["grid", "random", "optuna"] = Field(

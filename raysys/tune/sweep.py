@@ -87,7 +87,10 @@ def search_and_scheduler(cfg: RaysysConfig, max_concurrent: int) -> tuple[Any, A
         search = BasicVariantGenerator(random_state=cfg.seed, max_concurrent=max_concurrent)
     scheduler = None
     if sweep.scheduler == "asha":  # on the first metric (multi-objective: the first objective)
-        scheduler = ASHAScheduler(time_attr="step", metric=sweep.metrics[0],
+        # Time is the step that was evaluated, not the step trained: the evaluation runs
+        # asynchronously, so a report of step 6 may carry the evaluation of step 2; a rung at
+        # step 4 then compares every trial's weights of step 4, never a stale value.
+        scheduler = ASHAScheduler(time_attr="eval/step", metric=sweep.metrics[0],
                                   mode=sweep.modes[0], max_t=cfg.train.steps,
                                   grace_period=sweep.grace_period,
                                   reduction_factor=sweep.reduction_factor,
