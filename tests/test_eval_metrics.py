@@ -252,3 +252,21 @@ def test_tempo_probe_decodes_linear_log_tempo():
     assert res["r2"] > 0.99 and res["acc1"] > 0.95 and res["acc2"] >= res["acc1"]
     shuffled = tempo_probe(x, rng.permutation(bpm), seed=0)
     assert shuffled["r2"] < 0.1 and shuffled["acc1"] < 0.3
+
+
+def test_jsonable_reports_are_strict_json():
+    import json
+
+    from raysys.eval import jsonable
+
+    out = jsonable({"a": np.float32(0.5), 1: [np.int64(2), float("inf")], "n": float("nan")})
+    assert out == {"a": 0.5, "1": [2, None], "n": None}
+    json.dumps(out, allow_nan=False)
+
+
+def test_eval_package_does_not_import_ray():
+    import subprocess
+    import sys
+
+    code = "import sys, raysys.eval; assert 'ray' not in sys.modules, 'ray imported'"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -151,3 +151,20 @@ def test_cosine_scores_match_torch():
     expected = torch.nn.functional.cosine_similarity(
         torch.tensor(q)[:, None, :], torch.tensor(g)[None, :, :], dim=-1).numpy()
     np.testing.assert_allclose(cosine_scores(q, g), expected, rtol=1e-12)
+
+
+def test_retrieval_report_is_each_metric():
+    from raysys.eval import retrieval_report
+
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=(10, 12))
+    pos = np.eye(10, 12, dtype=bool)
+    rel = rng.integers(0, 101, size=(10, 12)).astype(float)
+    report = retrieval_report(scores, positives=pos, relevance=rel)
+    assert set(report) == {"R@1", "R@5", "R@10", "mAP@10", "nDCG@10"}
+    assert report["R@5"] == recall_at_k(scores, pos, 5)
+    assert report["mAP@10"] == map_at_k(scores, pos, 10)
+    assert report["nDCG@10"] == ndcg_at_k(scores, rel, 10)
+    assert set(retrieval_report(scores, relevance=rel, map_k=5)) == {"nDCG@5"}
+    with pytest.raises(ValueError, match="needs positives, relevance, or both"):
+        retrieval_report(scores)

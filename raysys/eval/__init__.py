@@ -4,8 +4,8 @@ accepted), no Ray. See docs/evaluation.md for the definitions and conventions.""
 from raysys._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
-    "EvalConfig": "config",
-    "evaluate_embeddings": "battery", "jsonable": "battery", "retrieval_report": "battery",
+    "EvaluationConfig": "config",
+    "jsonable": "measure", "retrieval_report": "retrieval",
     "cdnv": "clustering", "class_means": "clustering", "ncc_accuracy": "clustering",
     "random_labels": "clustering",
     "Episodes": "fewshot", "few_shot": "fewshot", "sample_episodes": "fewshot",

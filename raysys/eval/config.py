@@ -1,5 +1,5 @@
-"""Typed config of evaluation in a run (`eval.*`): the battery's knobs (`EvalConfig`) plus
-where evaluation runs (every N training steps) and which manifest columns it reads."""
+"""Typed config of evaluation (`eval.*`): the metrics' knobs, where evaluation runs (every N
+training steps) and which manifest columns it reads."""
 
 from __future__ import annotations
 
@@ -9,38 +9,26 @@ from pydantic import Field, field_validator
 
 from raysys.config_base import Section
 
-
-class EvalConfig(Section):
-    """Knobs of the metric battery (`eval.*` once the root config has the section)."""
-
-    test_fraction: float = Field(0.25, gt=0, lt=1, description="held-out share of the split")
-    seed: int = Field(0, description="seed of the split, the random labels and the episodes")
-    knn_k: int = Field(20, ge=1, description="neighbours of the kNN classifier")
-    probe_C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic probe")
-    random_control: bool = Field(True, description="also report NCC/CDNV on permuted labels")
-    few_shot_ways: int = Field(5, ge=2, description="N of N-way K-shot")
-    few_shot_shots: list[int] = Field(default_factory=lambda: [1, 5], description="K values")
-    few_shot_queries: int = Field(15, ge=1, description="queries per class and episode")
-    few_shot_episodes: int = Field(600, ge=1, description="episodes per (K, head)")
-    few_shot_heads: list[Literal["prototype", "logistic"]] = Field(
-        default_factory=lambda: ["prototype"], description="few-shot classifiers to run"
-    )
-    neighbours_k: int = Field(10, ge=1, description="k of the subspace neighbour agreement")
-    retrieval_ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="R@k")
-    map_k: int = Field(10, ge=1, description="k of mAP@k and nDCG@k")
-
-
 FactorKind = Literal["categorical", "continuous", "tempo"]
 
 
-class EvaluationConfig(EvalConfig):
+class EvaluationConfig(Section):
     """`eval.*`: in-training evaluation and `raysys evaluate`.
 
     `label_sets` / `factors` map a display name to a manifest column (`label`, `label_*`);
     left at None they are discovered from the manifest (`raysys.eval.protocol.resolve_labels`).
-    The first label set is the main ("fine") one: it stratifies the in-training split, and the
-    in-training random-label control permutes it.
+    The first label set is the main ("fine") one: the random-label control permutes it.
     """
+
+    seed: int = Field(0, description="seed of the folds, the random labels and the episodes")
+    knn_k: int = Field(20, ge=1, description="neighbours of the kNN classifier")
+    probe_C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic probe")
+    random_control: bool = Field(True, description="also report NCC/CDNV on permuted labels")
+    few_shot_ways: int = Field(5, ge=2, description="N of N-way K-shot")
+    few_shot_queries: int = Field(15, ge=1, description="queries per class and episode")
+    few_shot_episodes: int = Field(600, ge=1, description="episodes per K")
+    retrieval_ks: list[int] = Field(default_factory=lambda: [1, 5, 10], description="R@k")
+    map_k: int = Field(10, ge=1, description="k of mAP@k and nDCG@k")
 
     every: int = Field(0, ge=0, description="in-training evaluation every N optimizer steps "
                                              "(and at the start: the random-init point); 0 = off")

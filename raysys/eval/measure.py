@@ -15,19 +15,33 @@ No Ray here.
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from raysys.eval.battery import jsonable, retrieval_report
 from raysys.eval.config import EvaluationConfig
 from raysys.eval.fewshot import few_shot
 from raysys.eval.protocol import FactorKind, kfold_classification, kfold_regression
-from raysys.eval.retrieval import cosine_scores
+from raysys.eval.retrieval import cosine_scores, retrieval_report
 
 FUSED = "fused"
+
+
+def jsonable(obj: Any) -> Any:
+    """Python scalars/lists/dicts only; non-finite floats become None (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 @dataclass

@@ -162,3 +162,24 @@ def ndcg_at_k(
     out = np.zeros_like(dcg)
     np.divide(dcg, ideal, out=out, where=ideal > 0)
     return float(np.mean(out))
+
+
+def retrieval_report(
+    scores: ArrayLike,
+    positives: ArrayLike | None = None,
+    relevance: ArrayLike | None = None,
+    mask: ArrayLike | None = None,
+    *,
+    ks: tuple[int, ...] | list[int] = (1, 5, 10),
+    map_k: int = 10,
+) -> dict[str, float]:
+    """`R@k` for each k and `mAP@{map_k}` (binary positives), `nDCG@{map_k}` (graded)."""
+    if positives is None and relevance is None:
+        raise ValueError("retrieval_report needs positives, relevance, or both")
+    out: dict[str, float] = {}
+    if positives is not None:
+        out.update({f"R@{k}": recall_at_k(scores, positives, k, mask=mask) for k in ks})
+        out[f"mAP@{map_k}"] = map_at_k(scores, positives, map_k, mask=mask)
+    if relevance is not None:
+        out[f"nDCG@{map_k}"] = ndcg_at_k(scores, relevance, map_k, mask=mask)
+    return out
