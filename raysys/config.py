@@ -8,6 +8,7 @@ Every error names the dotted key and what was expected, e.g.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 from pathlib import Path
@@ -139,9 +140,34 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return tree
 
 
+# Keys removed from the config: (the value every earlier run's config.yaml holds, why). A
+# saved config with that value still loads (the key is dropped); any other value is refused.
+RETIRED: dict[str, tuple[Any, str]] = {
+    "eval.test_fraction": (0.25, "the in-training evaluation predicts every held-out entity "
+                                 "out of fold (eval.folds)"),
+    "eval.few_shot_heads": (["prototype"], "few-shot curves use the prototype head"),
+    "eval.neighbours_k": (10, "it belonged to the removed evaluate_embeddings battery"),
+}
+
+
+def drop_retired(tree: dict[str, Any]) -> dict[str, Any]:
+    """`tree` without retired keys holding their old default; ConfigError for other values."""
+    tree = copy.deepcopy(tree)
+    for key, (old, why) in RETIRED.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        if node.pop(leaf) != old:
+            raise ConfigError(f"{key}: this key was removed ({why}); delete it")
+    return tree
+
+
 def build_config(tree: dict[str, Any]) -> RaysysConfig:
     try:
-        return RaysysConfig.model_validate(tree)
+        return RaysysConfig.model_validate(drop_retired(tree))
     except ValidationError as e:
         raise ConfigError(_format_errors(e)) from None
 

@@ -94,3 +94,21 @@ def test_cli_reports_config_error(capsys) -> None:
 def test_sections_must_agree(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_config(None, overrides)
+
+
+def test_a_saved_config_with_retired_keys_still_loads(tmp_path) -> None:
+    """Runs written before a key was removed keep loading (resume, evaluate); a retired key
+    set to anything but its old default is refused, saying why."""
+    import yaml
+
+    from raysys.config import dump_config
+
+    tree = yaml.safe_load(dump_config(load_config(None)))
+    tree["eval"].update(test_fraction=0.25, few_shot_heads=["prototype"], neighbours_k=10)
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(tree))
+    assert load_config(tmp_path / "old.yaml").model_dump() == load_config(None).model_dump()
+    tree["eval"]["test_fraction"] = 0.4
+    (tmp_path / "set.yaml").write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=r"eval\.test_fraction: this key was removed \(the "
+                                          r"in-training evaluation predicts"):
+        load_config(tmp_path / "set.yaml")
