@@ -6,6 +6,12 @@ import logging
 import os
 from typing import Any
 
+# Idle workers a local instance keeps. Ray's default keeps as many as there are *available*
+# CPUs: while the training workers (fractional CPUs) hold them all, every decode task's worker
+# is killed 1 s after its task and the next task starts a new process (importing torch
+# again): ~12 worker starts a minute were seen in the test suite (ray-project/ray#27863).
+IDLE_WORKERS_KEPT = 4
+
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: bool = True,
              **kwargs: Any) -> Any:
@@ -28,6 +34,8 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, quiet: 
     else:
         options["address"] = "local"
         options.setdefault("num_cpus", num_cpus)
+        options.setdefault("_system_config", {}).setdefault(
+            "num_workers_soft_limit", IDLE_WORKERS_KEPT)
         options.setdefault("include_dashboard", True)  # Ray Train's state API needs it
     if quiet:
         options.setdefault("logging_level", logging.WARNING)
