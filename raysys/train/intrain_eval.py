@@ -54,9 +54,8 @@ from raysys.data.pipeline import Pipeline
 from raysys.data.rows import RowBuilder
 from raysys.eval import cdnv, random_labels
 from raysys.eval.config import EvaluationConfig
-from raysys.eval.measure import graded_relevance
+from raysys.eval.measure import Spaces, cross_modal, graded_relevance
 from raysys.eval.protocol import kfold_classification, resolve_labels
-from raysys.eval.retrieval import cosine_scores, recall_at_k
 from raysys.models.config import INVARIANT_HEAD, ModelConfig
 from raysys.models.multimodal import ModelInputs, MultiViewModel
 from raysys.train.diagnostics import EmbeddedSplit
@@ -182,15 +181,11 @@ def quick_metrics(x: np.ndarray, label_sets: dict[str, np.ndarray], cfg: Evaluat
 def retrieval_metrics(shared: dict[str, np.ndarray], present: dict[str, np.ndarray]
                       ) -> dict[str, float]:
     """`eval/retrieval/<a>-><b>/R@1`: each held-out entity's `b` view found from its `a` view
-    among the entities that have both, in the shared head (chance 1/n)."""
-    out: dict[str, float] = {}
-    for a, b in itertools.permutations(shared, 2):
-        both = present[a] & present[b]
-        if both.sum() >= 2:
-            scores = cosine_scores(shared[a][both], shared[b][both])
-            hits = recall_at_k(scores, np.eye(int(both.sum()), dtype=bool), 1)
-            out[f"{PREFIX}{RETRIEVAL}/{a}->{b}/R@1"] = float(hits)
-    return out
+    among the entities that have both, in the shared head (chance 1/n); the cross-modal
+    retrieval of `raysys evaluate` (raysys.eval.measure.cross_modal)."""
+    got = cross_modal(Spaces("held-out", embeddings=shared, present=present), ks=(1,))
+    return {f"{PREFIX}{RETRIEVAL}/{pair}/R@1": float(r["R@1"])
+            for pair, r in got.items() if "R@1" in r}
 
 
 def relevance_metric(fused: np.ndarray, keep: np.ndarray, keys: list[str],
