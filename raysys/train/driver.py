@@ -9,6 +9,7 @@ registered checkpoint (Ray Train restores it into every worker).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,15 @@ def storage_path(cfg: RaysysConfig) -> str:
     return preflight.storage_root(cfg)
 
 
+# Ray Train's controller advances once per poll of its workers (every 2 s by default) and a
+# worker's report waits for the poll: a warm 6-step run took 27.4 s at 2 s and 23.3 s at 0.5 s
+# (benchmarks/bench_run_latency.py, docs/benchmarks.md). The environment wins.
+POLL_ENV, POLL_DEFAULT_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
+
+
 def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = None):
     """The run's TorchTrainer; `callbacks` go into its RunConfig (a sweep passes Tune's
-    TuneReportCallback)."""
+    TuneReportCallback). Ray Train passes the driver's POLL_ENV on to its controller."""
     from ray.train import (
         CheckpointConfig,
         FailureConfig,
@@ -45,6 +52,7 @@ def build_trainer(cfg: RaysysConfig, pipe: Any, callbacks: list[Any] | None = No
     from raysys.train.callbacks import StopOnUserError, WriteMetrics
 
     t = cfg.train
+    os.environ.setdefault(POLL_ENV, POLL_DEFAULT_S)
     pipe._logs_handle()  # put the logs into the object store once, shared by every worker
     return TorchTrainer(
         train_worker,
