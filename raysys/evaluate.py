@@ -134,6 +134,32 @@ def embed_models(pipe, frame, models: dict[str, tuple[Any, dict[str, Any]]], bat
     return out
 
 
+def sensitivities(models: dict[str, tuple[Any, dict[str, Any]]], frame, clips: int
+                  ) -> dict[str, dict[str, Any]]:
+    """How far each model's audio heads move under time stretch and pitch shift
+    (raysys.embed.sensitivity) on the first `clips` audio files; `{}` when off or no model
+    reads audio."""
+    from raysys.embed.plan import Export
+    from raysys.embed.sensitivity import head_sensitivity, read_clips
+
+    readers = {name: (net, Export(b"", meta).data_config(list(net.modalities)))
+               for name, (net, meta) in models.items() if "audio" in net.modalities}
+    if clips == 0 or not readers:
+        return {}
+    waves: dict[int, list[np.ndarray]] = {}  # per sample rate
+    out: dict[str, dict[str, Any]] = {}
+    for name, (net, data) in readers.items():
+        if data.sample_rate not in waves:
+            waves[data.sample_rate] = read_clips(frame["audio"], data.sample_rate, clips)
+        try:
+            out[name] = {"clips": len(waves[data.sample_rate]),
+                         "distance": head_sensitivity(net, data, waves[data.sample_rate])}
+        except ValueError as e:  # fewer than 2 readable clips
+            out[name] = {"skipped": str(e)}
+    say(f"augmentation sensitivity of {list(out)} on {clips} audio clips")
+    return out
+
+
 def load_compare(paths: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
     """Other runs' exports for the same table (`--compare RUN ...`), named by their folder."""
     out = {}
@@ -186,6 +212,8 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
         results[name] = measure(sp, labels, keys, label_sets=label_sets, factors=factors,
                                 kinds=kinds, cfg=cfg.eval, ratings=ratings)
         say(f"measured {name} ({time.perf_counter() - started:.0f} s)")
+    for name, block in sensitivities(models, frame, cfg.eval.sensitivity_clips).items():
+        results[name]["sensitivity"] = block
     report = {
         "checkpoint": str(Path(checkpoint).resolve()), "model": str(ckpt.model_dir.resolve()),
         "run": str(ckpt.run_dir.resolve()) if ckpt.run_dir else None,

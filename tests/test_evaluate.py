@@ -225,7 +225,19 @@ def test_evaluate_writes_eval_json_report_and_every_plot(run, archive, capsys):
             for s in ("backbone", "invariant", "cross")} == spaces  # tiny.yaml: no LOEV heads
     assert {r["factor"] for r in trained["probes"]} == {"label", "coarse", "pitch", "tempo"}
     assert len(report["verdict"]) == 3 * 4  # label sets x (fused + 3 modalities)
+    for name in ("trained", "random_init"):  # how far the audio heads move under augmentation
+        block = report["models"][name]["sensitivity"]
+        assert block["clips"] >= 2, block
+        rows = block["distance"]
+        assert list(rows) == ["other clips", "vocoder at rate 1", "stretch 0.8", "stretch 1.25",
+                              "pitch -3", "pitch +3"]
+        assert all(set(r) == {"invariant", "cross"} for r in rows.values())
+        assert all(abs(d) < 1e-3 for d in rows["vocoder at rate 1"].values())  # the control
+        assert all(0 < d <= 2 for d in rows["pitch +3"].values())
+    assert "sensitivity" not in report["models"]["classic"]
     text = (out / "report.md").read_text()
+    assert "## Augmentation sensitivity (audio heads)" in text
+    assert "| vocoder at rate 1 | 0.000 |" in text
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(linked) == set(report["plots"])
     assert {"loss_terms.png", "clustering_over_steps.png", "few_shot_label.png",

@@ -57,6 +57,10 @@ class EvaluationConfig(Section):
     probe_modality: Literal["audio", "image", "tabular"] = Field(
         "audio", description="modality whose backbone and heads the subspace probes compare"
     )
+    sensitivity_clips: int = Field(
+        100, ge=0, description="audio clips whose heads `raysys evaluate` re-embeds time-"
+        "stretched and pitch-shifted (how far each head moves; docs/evaluation.md); 0 = off",
+    )
     projection: Literal["pca", "tsne"] = Field("pca", description="2-D projection of the report")
     few_shot_shots: list[int] = Field(
         default_factory=lambda: [1, 5, 10, 20], description="K values of the few-shot curve"

@@ -277,6 +277,19 @@ def probe_table(report: dict[str, Any]) -> str:
         else "No factor to probe."
 
 
+def sensitivity_table(report: dict[str, Any]) -> str:
+    """Rows: transform; columns: each model's heads (mean cosine distance to the clip)."""
+    blocks = {n: m["sensitivity"] for n, m in report["models"].items()
+              if "distance" in m.get("sensitivity", {})}
+    if not blocks:
+        return "Not measured (no audio encoder, or `eval.sensitivity_clips=0`)."
+    columns = [(n, h) for n, b in blocks.items() for h in next(iter(b["distance"].values()))]
+    rows = next(iter(blocks.values()))["distance"]
+    return table(["", *[f"{n}: {h}" for n, h in columns]],
+                 [[row, *[fmt(blocks[n]["distance"][row][h]) for n, h in columns]]
+                  for row in rows])
+
+
 # -- the report ---------------------------------------------------------------------------------
 
 def _curves_section(out_dir: Path, report: dict[str, Any], history: list[dict[str, Any]]
@@ -357,7 +370,14 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
               probe_table(report), "",
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
               "entities with both; graded relevance: nDCG@10 of the rated candidates (fused).",
-              "", retrieval_table(report), ""]
+              "", retrieval_table(report), "",
+              "## Augmentation sensitivity (audio heads)", "",
+              "Mean cosine distance between a clip's embedding and that of the same clip time-"
+              "stretched or pitch-shifted (the training's own augmentation functions), per "
+              "head; `other clips` is the distance between different clips, the scale. The "
+              "vocoder at rate 1 is a control (should be ~0). A LOEV head for k should move "
+              "further under k than the invariant head.", "",
+              sensitivity_table(report), ""]
     curves, curve_plots = _curves_section(out_dir, report, history)
     lines += curves
     plots += curve_plots
