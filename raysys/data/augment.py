@@ -117,10 +117,15 @@ def time_stretch(
     clip. Onsets spaced d apart end up d / rate apart.
     """
     rate = uniform(rng, rate_range)
+    return stretch_to(wave, rate, out_length, n_fft, hop), {"rate": rate}
+
+
+def stretch_to(wave: torch.Tensor, rate: float, out_length: int, n_fft: int = 512,
+               hop: int = 128) -> torch.Tensor:
+    """Stretch the centre of `wave` by `rate` to `out_length` samples (centre-crop/pad)."""
     # only the centre that survives the final crop is stretched (+ n_fft of context)
     wave = fix_length(wave, min(wave.shape[-1], math.ceil(out_length * rate) + n_fft))
-    out = fix_length(apply_time_stretch(wave, rate, n_fft, hop), out_length)
-    return out, {"rate": rate}
+    return fix_length(apply_time_stretch(wave, rate, n_fft, hop), out_length)
 
 
 @functools.lru_cache(maxsize=512)

@@ -20,14 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from raysys.data.augment import apply_pitch_shift, apply_time_stretch, fix_length
+from raysys.data.augment import apply_pitch_shift, fix_length, stretch_to
 from raysys.data.config import DataConfig
 from raysys.data.decode import DecodeError, load_audio
 from raysys.data.features import AudioFeaturizer
 from raysys.embed.spaces import BACKBONE, _encode
 from raysys.models.multimodal import MultiViewModel
 
-N_FFT, HOP = 512, 128  # the phase vocoder of raysys.data.augment (its defaults)
 SCALE = "other clips"
 CONTROL = "vocoder at rate 1"
 Transform = Callable[[np.ndarray], torch.Tensor]
@@ -35,16 +34,14 @@ Transform = Callable[[np.ndarray], torch.Tensor]
 
 def centre(wave: np.ndarray, length: int) -> torch.Tensor:
     """The centre `length` samples of `wave` (zero-padded when shorter)."""
-    start = max(0, (len(wave) - length) // 2)
-    return fix_length(torch.as_tensor(wave[start:start + length], dtype=torch.float32), length)
+    return fix_length(torch.as_tensor(wave, dtype=torch.float32), length)
 
 
 def transforms(length: int) -> dict[str, Transform]:
-    """Name -> clip transform producing `length` samples (module docstring)."""
+    """Name -> clip transform producing `length` samples (module docstring): the training's
+    own stretch and shift, at fixed amounts."""
     def stretch(rate: float) -> Transform:
-        source = int(length * rate) + N_FFT  # what the stretch turns into `length` samples
-        return lambda w: fix_length(apply_time_stretch(centre(w, source), rate, N_FFT, HOP),
-                                    length)
+        return lambda w: stretch_to(torch.as_tensor(w, dtype=torch.float32), rate, length)
 
     def shift(semitones: float) -> Transform:
         return lambda w: apply_pitch_shift(centre(w, length), semitones)[0]
