@@ -1,13 +1,15 @@
-"""Regenerate docs/results.md: the default training on every benchmark corpus, evaluated
+"""Regenerate docs/results.md: the measured recipe on every benchmark corpus, evaluated
 against its random initialisation and the classic features (raysys evaluate's protocol).
 
     .venv/bin/python experiments/results.py [--work results-work] [--seeds 0 1 2]
-        [--corpora music speech demo] [--entities 600] [--config configs/demo.yaml]
+        [--corpora music speech demo] [--entities 600] [--config configs/recipe.yaml]
         [key=value ...]
 
 For each corpus: build it (deterministic, seed 0; the music and speech builders install their
 Debian packages when missing), then for each seed pretrain with `--config` (+ the corpus's
-view overrides) and run `raysys evaluate` over every entity (5-fold). The tables give, per
+overrides, CORPUS_OVERRIDES: what configs/recipe.yaml says to add for such an archive, and a
+step count that keeps the whole set near an hour on 2 cores) and run `raysys evaluate` over
+every entity (5-fold). The tables give, per
 label set, the mean over seeds of the logistic-probe and nearest-centre accuracy with a 95%
 interval over seeds (t distribution; with one seed, the within-run binomial CI), for the
 trained model, its random initialisation and the classic features, plus few-shot and
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -29,10 +32,14 @@ import numpy as np
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS_OVERRIDES = {  # the views each corpus has
-    "music": [],
-    "speech": ["data.modalities=[audio,tabular]"],
-    "demo": [],
+CORPUS_OVERRIDES = {
+    # audio only: with the cross head's cross_backprop=0 the image and log views do not
+    # shape the audio encoder, and 3 modalities cost ~1.7x the time (docs/learning.md)
+    "music": ["data.modalities=[audio]", "train.steps=400"],
+    # the recipe's speech advice: an encoder that keeps frequency, no pitch shift
+    "speech": ["data.modalities=[audio]", "model.audio.kind=tdnn",
+               "data.augment.audio.pitch_shift_p=0", "train.steps=800"],
+    "demo": ["train.steps=200"],
 }
 MODELS = ("trained", "random_init", "classic")
 
@@ -101,28 +108,78 @@ def seed_stats(values: list[Any]) -> dict[str, float] | None:
     return {"mean": float(means.mean()), "ci95": float(half)}
 
 
+HEADLINE_MEASURES = {  # name in the table: path under spaces.<space>
+    "logistic": ("labels", "logistic"),
+    "ncc": ("labels", "ncc"),
+    "1-shot": ("few_shot", "by_k", "1"),
+    "5-shot": ("few_shot", "by_k", "5"),
+}
+
+
+def main_space(report: dict[str, Any]) -> str:
+    spaces = report["models"]["trained"]["spaces"]
+    return "audio" if "audio" in spaces else next(iter(spaces))
+
+
+def headline_cells(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{measure: {model: {mean, ci95} | None}} of the corpus's main label in its audio space."""
+    main, space = next(iter(reports[0]["label_sets"])), main_space(reports[0])
+    cells = {}
+    for measure, path in HEADLINE_MEASURES.items():
+        where = (path[0], main, *path[1:])
+        cells[measure] = {m: seed_stats([get(r, m, "spaces", space, *where) for r in reports])
+                          for m in MODELS}
+    return cells
+
+
 def headline(name: str, reports: list[dict[str, Any]]) -> list[str]:
-    """The corpus's main label in the audio (or first) and fused spaces: logistic, NCC and
-    1-shot accuracy of each model, and the trained model's verdict against each baseline."""
+    """The corpus's main label in the audio (or first) space: logistic, nearest-centre and
+    5-way 1- and 5-shot accuracy of each model, and the trained model's verdict against each
+    baseline."""
     from raysys.eval.protocol import compare
 
-    main = next(iter(reports[0]["label_sets"]))
-    spaces = [s for s in ("audio", "fused") if s in reports[0]["models"]["trained"]["spaces"]]
+    main, space = next(iter(reports[0]["label_sets"])), main_space(reports[0])
     rows = []
-    for space in spaces:
-        for metric in ("logistic", "ncc"):
-            cell = {m: seed_stats([get(r, m, "spaces", space, "labels", main, metric)
-                                   for r in reports]) for m in MODELS}
-            text = [f"{c['mean']:.3f} ± {c['ci95']:.3f}" if c else "n/a" for c in cell.values()]
-            rows.append(f"| {name} | {main} | {space} | {metric} | " + " | ".join(text) + " | "
-                        + compare(cell["trained"], cell["random_init"]) + " | "
-                        + compare(cell["trained"], cell["classic"]) + " |")
+    for measure, cell in headline_cells(reports).items():
+        text = [f"{c['mean']:.3f} ± {c['ci95']:.3f}" if c else "n/a" for c in cell.values()]
+        rows.append(f"| {name} | {main} | {space} | {measure} | " + " | ".join(text) + " | "
+                    + compare(cell["trained"], cell["random_init"]) + " | "
+                    + compare(cell["trained"], cell["classic"]) + " |")
     return rows
+
+
+def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """One panel per corpus: each headline measure's mean and 95% CI for the three models."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by_corpus), figsize=(4.2 * len(by_corpus), 3.4),
+                             squeeze=False, sharey=True)
+    width = 0.27
+    for ax, (name, reports) in zip(axes[0], by_corpus.items(), strict=True):
+        cells = headline_cells(reports)
+        x = np.arange(len(cells))
+        for i, model in enumerate(MODELS):
+            got = [cells[m][model] or {"mean": np.nan, "ci95": 0.0} for m in cells]
+            ax.bar(x + (i - 1) * width, [g["mean"] for g in got], width,
+                   yerr=[g["ci95"] for g in got], capsize=2, label=model.replace("_", " "))
+        ax.set_xticks(x, list(cells))
+        ax.set_title(f"{name}: {next(iter(reports[0]['label_sets']))}, {main_space(reports[0])}")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("accuracy (mean ± 95% CI over seeds)")
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, float]) -> list[str]:
     first = reports[0]
-    spaces = [s for s in first["models"]["trained"]["spaces"] if s != "fused"] + ["fused"]
+    spaces = [s for s in first["models"]["trained"]["spaces"] if s != "fused"]
+    spaces += ["fused"] if len(spaces) > 1 else []  # one modality: fused is the same vectors
     lines = [f"## {name}", "",
              f"{first['entities']} entities; label sets {list(first['label_sets'])}; "
              f"{len(reports)} training seed(s); {build_text(times)}training "
@@ -152,10 +209,11 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
             lines.append(f"| {label} | {space} | {chance_text} | " + " | ".join(cells) +
                          f" | {over_seeds(gaps) if gaps else 'n/a'} |")
     main = next(iter(first["label_sets"]))
-    lines += ["", f"Few-shot (prototype, {main}, fused space), mean over 600 episodes:", "",
-              "| K | trained | random init | classic |", "|---|---|---|---|"]
+    space = main_space(first)
+    lines += ["", f"5-way few-shot (prototype, {main}, {space} space), mean over 600 episodes:",
+              "", "| K | trained | random init | classic |", "|---|---|---|---|"]
     for k in first["protocol"]["few_shot_shots"]:
-        cells = [over_seeds([get(r, m, "spaces", "fused", "few_shot", main, "by_k", str(k))
+        cells = [over_seeds([get(r, m, "spaces", space, "few_shot", main, "by_k", str(k))
                              for r in reports]) for m in MODELS]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
     cross = get(first, "trained", "retrieval", "cross_modal")
@@ -185,57 +243,35 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
     return lines + [""]
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--work", default="results-work", help="archives, runs and reports")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--corpora", nargs="+", default=["music", "speech", "demo"],
-                   choices=list(CORPUS_OVERRIDES))
-    p.add_argument("--entities", type=int, default=600)
-    p.add_argument("--config", default=str(ROOT / "configs" / "demo.yaml"))
-    p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"))
-    p.add_argument("--tables-only", action="store_true",
-                   help="rewrite the doc from WORK/<corpus>/reports.json of an earlier run")
-    p.add_argument("overrides", nargs="*", metavar="key=value")
-    args = p.parse_args(argv)
-    from raysys.cli import start_or_join_ray
+def run_corpus(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Build, train every seed and evaluate; {reports, times}, also saved to reports.json."""
+    archive = work / name / "archive"
+    times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0}
+    reports = []
+    for seed in args.seeds:
+        report, t_train, t_eval = train_and_evaluate(
+            archive, work / name / f"run-seed{seed}", seed, args.config,
+            [*CORPUS_OVERRIDES[name], *args.overrides])
+        reports.append(report)
+        times["train"] += t_train / len(args.seeds)
+        times["eval"] += t_eval / len(args.seeds)
+        print(f"[results] {name} seed {seed}: train {t_train:.0f} s, eval {t_eval:.0f} s",
+              flush=True)
+    saved = {"reports": reports, "times": times}
+    (work / name / "reports.json").write_text(json.dumps(saved))
+    return saved
 
-    work = Path(args.work).absolute()
-    if not args.tables_only:
-        start_or_join_ray()
-    sections, total, heads = [], 0.0, []
-    for name in args.corpora:
-        if args.tables_only:
-            saved = json.loads((work / name / "reports.json").read_text())
-            sections += corpus_section(name, saved["reports"], saved["times"])
-            heads += headline(name, saved["reports"])
-            total += run_seconds(saved["times"], len(saved["reports"]))
-            continue
-        archive = work / name / "archive"
-        times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0}
-        reports = []
-        for seed in args.seeds:
-            report, t_train, t_eval = train_and_evaluate(
-                archive, work / name / f"run-seed{seed}", seed, args.config,
-                [*CORPUS_OVERRIDES[name], *args.overrides])
-            reports.append(report)
-            times["train"] += t_train / len(args.seeds)
-            times["eval"] += t_eval / len(args.seeds)
-            print(f"[results] {name} seed {seed}: train {t_train:.0f} s, eval {t_eval:.0f} s",
-                  flush=True)
-        sections += corpus_section(name, reports, times)
-        heads += headline(name, reports)
-        total += run_seconds(times, len(reports))
-        (work / name / "reports.json").write_text(json.dumps({"reports": reports,
-                                                              "times": times}))
-    argv_shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--tables-only"]
-    command = " ".join(["python experiments/results.py", *argv_shown])
-    header = [
-        "# Results: the default training against doing nothing", "",
+
+def header(command: str, args: argparse.Namespace, total: float, plot: str) -> list[str]:
+    overrides = "".join(f"\n| {name} | `{' '.join(CORPUS_OVERRIDES[name] + args.overrides)}` |"
+                        for name in args.corpora)
+    return [
+        "# Results: the measured recipe against doing nothing", "",
         f"Regenerated by `{command}` ({total:.0f} s of building, training and evaluating on "
-        f"{platform.machine()} with {__import__('os').cpu_count()} cores, "
-        f"{time.strftime('%Y-%m-%d')}). Config: `{Path(args.config).name}` "
-        f"{' '.join(args.overrides)}; each corpus built with seed 0.", "",
+        f"{platform.machine()} with {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}). "
+        f"Config: `{Path(args.config).name}` with, per corpus (experiments/results.py's "
+        f"CORPUS_OVERRIDES); each corpus built with seed 0:", "",
+        "| corpus | overrides |", "|---|---|" + overrides, "",
         "Protocol (`raysys evaluate`, docs/evaluation.md): every entity is embedded as `raysys "
         "embed` does (whole clip, windows mean-pooled), classifiers are fitted on z-scored "
         "features on a seeded stratified 5-fold split shared by all models; `trained ± CI` is "
@@ -244,12 +280,47 @@ def main(argv: list[str] | None = None) -> int:
         " are MFCC/log-mel statistics, image thumbnails and histograms, log column statistics.",
         "", "## Headline: the main label", "",
         "Trained vs baseline: `better`/`worse` when the difference is outside the 95% CIs "
-        "(|a − b| > sqrt(ci_a² + ci_b²)), else `within CI`.", "",
-        "| corpus | label | space | classifier | trained | random init | classic | vs random "
-        "init | vs classic |", "|---|---|---|---|---|---|---|---|---|", *heads, "",
+        "(|a − b| > sqrt(ci_a² + ci_b²)), else `within CI`. 1-shot and 5-shot: 5-way "
+        "prototype episodes.", "", f"![headline]({plot})", "",
+        "| corpus | label | space | measure | trained | random init | classic | vs random "
+        "init | vs classic |", "|---|---|---|---|---|---|---|---|---|",
     ]
-    Path(args.doc).write_text("\n".join(header + sections))
-    print(f"[results] wrote {args.doc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--work", default="results-work", help="archives, runs and reports")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--corpora", nargs="+", default=["music", "speech", "demo"],
+                   choices=list(CORPUS_OVERRIDES))
+    p.add_argument("--entities", type=int, default=600)
+    p.add_argument("--config", default=str(ROOT / "configs" / "recipe.yaml"))
+    p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--tables-only", action="store_true",
+                   help="rewrite the doc from WORK/<corpus>/reports.json of an earlier run")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    args = p.parse_args(argv)
+    work = Path(args.work).absolute()
+    if not args.tables_only:
+        from raysys.cli import start_or_join_ray
+
+        start_or_join_ray()
+    saved = {name: json.loads((work / name / "reports.json").read_text()) if args.tables_only
+             else run_corpus(name, work, args) for name in args.corpora}
+    doc = Path(args.doc)
+    plot = doc.with_name(doc.stem + "-headline.png")
+    headline_plot({name: got["reports"] for name, got in saved.items()}, plot)
+    total = sum(run_seconds(got["times"], len(got["reports"])) for got in saved.values())
+    argv_shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--tables-only"]
+    lines = header(" ".join(["python experiments/results.py", *argv_shown]), args, total,
+                   plot.name)
+    for name, got in saved.items():
+        lines += headline(name, got["reports"])
+    lines.append("")
+    for name, got in saved.items():
+        lines += corpus_section(name, got["reports"], got["times"])
+    doc.write_text("\n".join(lines))
+    print(f"[results] wrote {doc} and {plot}")
     return 0
 
 

@@ -52,7 +52,8 @@ def test_pretraining_beats_random_init_on_the_instrument(ray_session, music, tmp
         f"train.checkpoint_every={STEPS}", "train.log_every=50", "train.tensorboard=false",
         *RECIPE])
     pretrain(cfg)
-    report = evaluate_checkpoint(tmp_path / "run", music, tmp_path / "eval").report
+    report = evaluate_checkpoint(tmp_path / "run", music, tmp_path / "eval",
+                                 overrides=["eval.sensitivity_clips=0"]).report  # not asserted
     ncc = {name: report["models"][name]["spaces"]["audio"]["labels"]["label"]["ncc"]["mean"]
            for name in ("trained", "random_init", "classic")}
     assert ncc["trained"] > ncc["random_init"] + MARGIN_RANDOM, ncc

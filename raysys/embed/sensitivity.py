@@ -24,7 +24,7 @@ from raysys.data.augment import apply_pitch_shift, fix_length, stretch_to
 from raysys.data.config import DataConfig
 from raysys.data.decode import DecodeError, load_audio
 from raysys.data.features import AudioFeaturizer
-from raysys.embed.spaces import BACKBONE, _encode
+from raysys.embed.spaces import BACKBONE, encode_views
 from raysys.models.multimodal import MultiViewModel
 
 SCALE = "other clips"
@@ -70,7 +70,7 @@ def read_clips(uris: pd.Series, sample_rate: int, clips: int) -> list[np.ndarray
 def _heads(model: MultiViewModel, featurize: AudioFeaturizer,
            waves: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     x = torch.stack([featurize(w) for w in waves])[:, None]  # [N, 1 view, C, F, T]
-    return {h: e for h, e in _encode(model, "audio", x).items() if h != BACKBONE}
+    return {h: e for h, e in encode_views(model, "audio", x).items() if h != BACKBONE}
 
 
 def head_sensitivity(model: MultiViewModel, data: DataConfig,

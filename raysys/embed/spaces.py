@@ -62,7 +62,7 @@ def _progress(what: str, done: int, total: int, every_s: float = 10.0) -> None:
         print(f"[evaluate] {what} {done}/{total} entities", file=sys.stderr, flush=True)
 
 
-def _encode(model: MultiViewModel, modality: str, x: Any) -> dict[str, torch.Tensor]:
+def encode_views(model: MultiViewModel, modality: str, x: Any) -> dict[str, torch.Tensor]:
     """{backbone, head...}: `[n, d]` of n single views (heads L2-normalised)."""
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     views = ModalityViews(x=x, present=torch.ones(n, dtype=torch.bool))
@@ -77,7 +77,7 @@ def _audio_rows(model: MultiViewModel, batch: dict[str, np.ndarray], ok: np.ndar
     rows, x, counts = audio_inputs(batch, ok, layout)
     if not rows:
         return
-    per_window = _encode(model, "audio", x[:, None])
+    per_window = encode_views(model, "audio", x[:, None])
     split = {name: torch.split(t, counts) for name, t in per_window.items()}
     for j, i in enumerate(rows):
         pooled = {name: parts[j].mean(0) for name, parts in split.items()}
@@ -90,7 +90,7 @@ def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarra
     if not len(rows):
         return
     x = {c: t[:, None] for c, t in x.items()} if isinstance(x, dict) else x[:, None]
-    out = _encode(model, modality, x)
+    out = encode_views(model, modality, x)
     for j, i in enumerate(rows):
         yield int(i), {name: t[j] for name, t in out.items()}
 
