@@ -143,9 +143,26 @@ def headline(name: str, reports: list[dict[str, Any]]) -> list[str]:
     for measure, cell in headline_cells(reports).items():
         text = [f"{c['mean']:.3f} ± {c['ci95']:.3f}" if c else "n/a" for c in cell.values()]
         rows.append(f"| {name} | {main} | {space} | {measure} | " + " | ".join(text) + " | "
-                    + compare(cell["trained"], cell["random_init"]) + " | "
+                    + paired_verdict(reports, space, main, measure) + " | "
                     + compare(cell["trained"], cell["classic"]) + " |")
     return rows
+
+
+def paired_verdict(reports: list[dict[str, Any]], space: str, label: str, measure: str) -> str:
+    """Trained vs its own random init, paired by seed: the mean gain with a 95% t-interval
+    over seeds (one seed: the two runs' CIs combined), and better/worse when it excludes 0."""
+    path = HEADLINE_MEASURES[measure]
+    where = ("spaces", space, path[0], label, *path[1:])
+    gaps = []
+    for r in reports:
+        a, b = get(r, "trained", *where), get(r, "random_init", *where)
+        if not (isinstance(a, dict) and isinstance(b, dict) and "mean" in a and "mean" in b):
+            return "n/a"
+        gaps.append({"mean": a["mean"] - b["mean"], "ci95": float(np.hypot(a["ci95"], b["ci95"]))})
+    gap = seed_stats(gaps)
+    word = ("better" if gap["mean"] - gap["ci95"] > 0 else
+            "worse" if gap["mean"] + gap["ci95"] < 0 else "within CI")
+    return f"{word} ({gap['mean']:+.3f} ± {gap['ci95']:.3f})"
 
 
 def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -170,8 +187,9 @@ def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> Non
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("accuracy (mean ± 95% CI over seeds)")
-    axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=len(MODELS),
+               fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -279,9 +297,12 @@ def header(command: str, args: argparse.Namespace, total: float, plot: str) -> l
         "binomial CI of that run). `random init` is the same architecture untrained; `classic`"
         " are MFCC/log-mel statistics, image thumbnails and histograms, log column statistics.",
         "", "## Headline: the main label", "",
-        "Trained vs baseline: `better`/`worse` when the difference is outside the 95% CIs "
-        "(|a − b| > sqrt(ci_a² + ci_b²)), else `within CI`. 1-shot and 5-shot: 5-way "
-        "prototype episodes.", "", f"![headline]({plot})", "",
+        "Trained vs random init: the gain paired by seed (each seed's own initialisation), "
+        "mean ± 95% t-interval over seeds, `better`/`worse` when the interval excludes 0. "
+        "Trained vs classic (one deterministic feature set): `better`/`worse` when the "
+        "difference is outside the 95% CIs (|a − b| > sqrt(ci_a² + ci_b²)), else `within "
+        "CI`. 1-shot and 5-shot: 5-way prototype episodes. What the figures mean for the "
+        "issue's goals: docs/learning.md.", "", f"![headline]({plot})", "",
         "| corpus | label | space | measure | trained | random init | classic | vs random "
         "init | vs classic |", "|---|---|---|---|---|---|---|---|---|",
     ]
