@@ -27,6 +27,16 @@ def _loev_heads(cfg: Any) -> str | None:
         if aug not in recorded:
             return (f"objective.loev.augmentations: {aug!r} is not recorded by data.modalities "
                     f"{data.modalities} (recorded: {sorted(recorded)})")
+    views = data.views_per_modality * len(data.modalities)
+    if views < 3:
+        # head k's positives are views with k applied to neither: with 2 views of an entity, a
+        # row that has a positive never holds its own clip with k applied as a negative, so the
+        # head never learns to tell them apart (docs/learning.md, session 10)
+        return (f"objective.loev: {views} views per entity (data.views_per_modality="
+                f"{data.views_per_modality} x {len(data.modalities)} modality) give the "
+                f"heads {obj.loev.augmentations} no contrast between a clip and its augmented "
+                "self; set data.views_per_modality >= 3 (4 measured: docs/learning.md) or add "
+                "a modality")
     return None
 
 

@@ -25,7 +25,7 @@ def test_shipped_configs_load_with_the_measured_defaults(name: str) -> None:
     audio = cfg.data.augment.audio
     assert audio.eq_p == 0.8 and audio.crop_shared is False
     assert cfg.model.cross_head is True and cfg.model.cross_backprop == 0.0
-    single = load_config(path, ["data.modalities=[audio]"])
+    single = load_config(path, ["data.modalities=[audio]", "data.views_per_modality=4"])
     assert single.model.cross_head is False
 
 
@@ -86,6 +86,9 @@ def test_cli_reports_config_error(capsys) -> None:
         (["objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift]",
           "model.loev_heads=[pitch_shift]", "data.modalities=[image]"],
          "is not recorded by data.modalities"),
+        (["objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift]",
+          "model.loev_heads=[pitch_shift]", "data.modalities=[audio]"],
+         r"2 views per entity .* no contrast between a clip and its augmented self"),
         (["objective.cola=true"], "objective.cola needs model.cola"),
         (["objective.mode=anchor", "objective.anchor_modality=tabular",
           "data.modalities=[audio, image]"], "objective.anchor_modality 'tabular'"),
@@ -94,6 +97,15 @@ def test_cli_reports_config_error(capsys) -> None:
 def test_sections_must_agree(overrides: list[str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_config(None, overrides)
+
+
+def test_loev_on_one_modality_needs_three_views() -> None:
+    """With 3 views a head-k row can hold a positive and its own clip with k applied."""
+    loev = ["objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift]",
+            "model.loev_heads=[pitch_shift]"]
+    assert load_config(None, [*loev, "data.modalities=[audio]",
+                              "data.views_per_modality=3"]).data.views_per_modality == 3
+    assert load_config(None, [*loev, "data.modalities=[audio, image]"]).objective.loev.enabled
 
 
 def test_a_saved_config_with_retired_keys_still_loads(tmp_path) -> None:
