@@ -121,15 +121,18 @@ def main_space(report: dict[str, Any]) -> str:
     return "audio" if "audio" in spaces else next(iter(spaces))
 
 
+def measure_path(space: str, label: str, measure: str) -> tuple[str, ...]:
+    """Where a headline measure of `label` sits in a model's report."""
+    kind, *rest = HEADLINE_MEASURES[measure]
+    return ("spaces", space, kind, label, *rest)
+
+
 def headline_cells(reports: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """{measure: {model: {mean, ci95} | None}} of the corpus's main label in its audio space."""
     main, space = next(iter(reports[0]["label_sets"])), main_space(reports[0])
-    cells = {}
-    for measure, path in HEADLINE_MEASURES.items():
-        where = (path[0], main, *path[1:])
-        cells[measure] = {m: seed_stats([get(r, m, "spaces", space, *where) for r in reports])
-                          for m in MODELS}
-    return cells
+    return {measure: {m: seed_stats([get(r, m, *measure_path(space, main, measure))
+                                     for r in reports]) for m in MODELS}
+            for measure in HEADLINE_MEASURES}
 
 
 def headline(name: str, reports: list[dict[str, Any]]) -> list[str]:
@@ -151,8 +154,7 @@ def headline(name: str, reports: list[dict[str, Any]]) -> list[str]:
 def paired_verdict(reports: list[dict[str, Any]], space: str, label: str, measure: str) -> str:
     """Trained vs its own random init, paired by seed: the mean gain with a 95% t-interval
     over seeds (one seed: the two runs' CIs combined), and better/worse when it excludes 0."""
-    path = HEADLINE_MEASURES[measure]
-    where = ("spaces", space, path[0], label, *path[1:])
+    where = measure_path(space, label, measure)
     gaps = []
     for r in reports:
         a, b = get(r, "trained", *where), get(r, "random_init", *where)
