@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from claims import CLAIMS, claim_plot, claim_section, variant_dir
+from seedstats import get, over_seeds, paired_gain, seed_stats, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_OVERRIDES = {
@@ -61,51 +62,30 @@ def build(name: str, out: Path, entities: int) -> float:
 
 def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
                        overrides: list[str]) -> tuple[dict[str, Any], float, float]:
+    """Pretrain into `run` unless it already holds an export, then evaluate it; (report,
+    training seconds, evaluation seconds). A run reused from an earlier call keeps its own
+    training time: from its config.yaml (written when training starts) to its summary.json
+    (written at the end)."""
     from raysys.config import load_config
     from raysys.evaluate import evaluate_checkpoint
     from raysys.train.driver import pretrain
 
-    t0 = time.perf_counter()
     if not (run / "model" / "model.json").exists():
         cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
                                    f"train.run_name=seed{seed}", *overrides])
         pretrain(cfg)
+    trained = (run / "summary.json").stat().st_mtime - (run / "config.yaml").stat().st_mtime
     t1 = time.perf_counter()
     report = evaluate_checkpoint(run, str(archive), run / "eval").report
-    return report, t1 - t0, time.perf_counter() - t1
+    return report, trained, time.perf_counter() - t1
 
 
-def over_seeds(values: list[Any]) -> str:
-    """`mean ± CI` of seed_stats, or "skipped"."""
-    got = seed_stats(values)
-    return f"{got['mean']:.3f} ± {got['ci95']:.3f}" if got else "skipped"
-
-
-def run_seconds(times: dict[str, float], seeds: int) -> float:
-    return times["build"] + seeds * (times["train"] + times["eval"])
+def run_seconds(times: dict[str, float]) -> float:
+    return times["build"] + times["train"] + times["eval"]
 
 
 def build_text(times: dict[str, float]) -> str:
     return f"build {times['build']:.0f} s, " if times["build"] else "archive reused, "
-
-
-def get(report: dict[str, Any], model: str, *path: str) -> Any:
-    node: Any = report["models"].get(model, {})
-    for p in path:
-        node = node.get(p, {}) if isinstance(node, dict) else {}
-    return node
-
-
-def seed_stats(values: list[Any]) -> dict[str, float] | None:
-    """{mean, ci95} over seeds (or the one run's own) of `{mean, ci95}` values."""
-    values = [v for v in values if isinstance(v, dict) and "mean" in v]
-    if not values:
-        return None
-    means = np.array([v["mean"] for v in values])
-    if len(means) == 1 or np.ptp(means) == 0:
-        return {"mean": float(means[0]), "ci95": float(values[0]["ci95"])}
-    half = stats.t.ppf(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))
-    return {"mean": float(means.mean()), "ci95": float(half)}
 
 
 HEADLINE_MEASURES = {  # name in the table: path under spaces.<space>
@@ -152,19 +132,10 @@ def headline(name: str, reports: list[dict[str, Any]]) -> list[str]:
 
 
 def paired_verdict(reports: list[dict[str, Any]], space: str, label: str, measure: str) -> str:
-    """Trained vs its own random init, paired by seed: the mean gain with a 95% t-interval
-    over seeds (one seed: the two runs' CIs combined), and better/worse when it excludes 0."""
+    """Trained vs its own random init, paired by seed (seedstats.paired_gain)."""
     where = measure_path(space, label, measure)
-    gaps = []
-    for r in reports:
-        a, b = get(r, "trained", *where), get(r, "random_init", *where)
-        if not (isinstance(a, dict) and isinstance(b, dict) and "mean" in a and "mean" in b):
-            return "n/a"
-        gaps.append({"mean": a["mean"] - b["mean"], "ci95": float(np.hypot(a["ci95"], b["ci95"]))})
-    gap = seed_stats(gaps)
-    word = ("better" if gap["mean"] - gap["ci95"] > 0 else
-            "worse" if gap["mean"] + gap["ci95"] < 0 else "within CI")
-    return f"{word} ({gap['mean']:+.3f} ± {gap['ci95']:.3f})"
+    return verdict(paired_gain([(get(r, "trained", *where), get(r, "random_init", *where))
+                                for r in reports]))
 
 
 def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -203,7 +174,8 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
     lines = [f"## {name}", "",
              f"{first['entities']} entities; label sets {list(first['label_sets'])}; "
              f"{len(reports)} training seed(s); {build_text(times)}training "
-             f"{times['train']:.0f} s and evaluation {times['eval']:.0f} s per seed (mean).", "",
+             f"{times['train'] / times['runs']:.0f} s and evaluation "
+             f"{times['eval'] / times['runs']:.0f} s per run (mean of {times['runs']}).", "",
              "Logistic probe / nearest-centre accuracy, 5-fold over every entity (chance = the "
              "largest class's share):", "",
              "| label | space | chance | trained | random init | classic | trained − random "
@@ -264,21 +236,46 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
 
 
 def run_corpus(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Build, train every seed and evaluate; {reports, times}, also saved to reports.json."""
+    """Build, train every seed of the headline and of each claim's variants, evaluate; {reports,
+    claims: {claim: {variant: reports}}, times}, also saved to reports.json."""
     archive = work / name / "archive"
-    times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0}
-    reports = []
-    for seed in args.seeds:
-        report, t_train, t_eval = train_and_evaluate(
-            archive, work / name / f"run-seed{seed}", seed, args.config,
-            [*CORPUS_OVERRIDES[name], *args.overrides])
-        reports.append(report)
-        times["train"] += t_train / len(args.seeds)
-        times["eval"] += t_eval / len(args.seeds)
-        print(f"[results] {name} seed {seed}: train {t_train:.0f} s, eval {t_eval:.0f} s",
-              flush=True)
-    saved = {"reports": reports, "times": times}
+    times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
+             "runs": 0}
+
+    def seeds(folder: Path, overrides: list[str]) -> list[dict[str, Any]]:
+        reports = []
+        for seed in args.seeds:
+            report, t_train, t_eval = train_and_evaluate(
+                archive, folder / f"run-seed{seed}", seed, args.config,
+                [*CORPUS_OVERRIDES[name], *overrides, *args.overrides])
+            reports.append(report)
+            times["train"] += t_train
+            times["eval"] += t_eval
+            times["runs"] += 1
+            print(f"[results] {folder.relative_to(work)} seed {seed}: train {t_train:.0f} s, "
+                  f"eval {t_eval:.0f} s", flush=True)
+        return reports
+
+    headline_reports = seeds(work / name, [])
+    claims = {key: {variant: seeds(work / name / folder, CLAIMS[key].variants[variant])
+                    if (folder := variant_dir(CLAIMS[key], variant)) else headline_reports
+                    for variant in CLAIMS[key].variants}
+              for key in args.claims}
+    saved = {"reports": headline_reports, "claims": claims, "times": times}
     (work / name / "reports.json").write_text(json.dumps(saved))
+    return saved
+
+
+def load_saved(path: Path) -> dict[str, Any]:
+    """reports.json of an earlier run; files from before the claims held per-seed mean times
+    and no claims."""
+    saved = json.loads(path.read_text())
+    times = saved["times"]
+    if "runs" not in times:
+        n = len(saved["reports"])
+        saved["times"] = {**times, "train": times["train"] * n, "eval": times["eval"] * n,
+                          "runs": n}
+    saved.setdefault("claims", {})
     return saved
 
 
@@ -319,6 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--entities", type=int, default=600)
     p.add_argument("--config", default=str(ROOT / "configs" / "recipe.yaml"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--claims", nargs="*", default=list(CLAIMS), choices=list(CLAIMS),
+                   help="the papers' claims to reproduce (experiments/claims.py); none: "
+                   "the headline only")
     p.add_argument("--tables-only", action="store_true",
                    help="rewrite the doc from WORK/<corpus>/reports.json of an earlier run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -328,12 +328,12 @@ def main(argv: list[str] | None = None) -> int:
         from raysys.cli import start_or_join_ray
 
         start_or_join_ray()
-    saved = {name: json.loads((work / name / "reports.json").read_text()) if args.tables_only
+    saved = {name: load_saved(work / name / "reports.json") if args.tables_only
              else run_corpus(name, work, args) for name in args.corpora}
     doc = Path(args.doc)
     plot = doc.with_name(doc.stem + "-headline.png")
     headline_plot({name: got["reports"] for name, got in saved.items()}, plot)
-    total = sum(run_seconds(got["times"], len(got["reports"])) for got in saved.values())
+    total = sum(run_seconds(got["times"]) for got in saved.values())
     argv_shown = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--tables-only"]
     lines = header(" ".join(["python experiments/results.py", *argv_shown]), args, total,
                    plot.name)
@@ -342,8 +342,17 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     for name, got in saved.items():
         lines += corpus_section(name, got["reports"], got["times"])
+    main_of = {name: (next(iter(got["reports"][0]["label_sets"])), main_space(got["reports"][0]))
+               for name, got in saved.items()}
+    for key in args.claims:
+        by_corpus = {name: got["claims"][key] for name, got in saved.items()
+                     if key in got["claims"]}
+        if by_corpus:
+            claim_png = doc.with_name(f"{doc.stem}-{key}.png")
+            claim_plot(CLAIMS[key], by_corpus, main_of, claim_png)
+            lines += claim_section(CLAIMS[key], by_corpus, main_of, claim_png.name)
     doc.write_text("\n".join(lines))
-    print(f"[results] wrote {doc} and {plot}")
+    print(f"[results] wrote {doc} and its plots")
     return 0
 
 

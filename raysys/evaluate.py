@@ -173,6 +173,15 @@ def load_compare(paths: list[str]) -> dict[str, tuple[Any, dict[str, Any]]]:
     return out
 
 
+def held_out_keys(pipe: Any, keys: list[str]) -> set[str] | None:
+    """The evaluated entities that training held out (`data.eval_fraction` of the run): graded
+    relevance is measured on their rating lists only, which the ListNet term never saw; None
+    when the run held nothing out."""
+    table = pipe.entities.frame
+    held = set(table.loc[table["split"] == "eval", "key"]) & set(keys)
+    return held or None
+
+
 def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | None = None, *,
                         config: str | None = None, overrides: list[str] | None = None,
                         split: str = "all", compare: list[str] | None = None) -> Evaluation:
@@ -207,10 +216,12 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
                                            pipe.cfg.sample_rate)
     ratings = pipe.info.relevance.frame if pipe.info.relevance is not None else None
     keys = frame["key"].tolist()
+    held_out = held_out_keys(pipe, keys)
     results = {}
     for name, sp in spaces.items():
         results[name] = measure(sp, labels, keys, label_sets=label_sets, factors=factors,
-                                kinds=kinds, cfg=cfg.eval, ratings=ratings)
+                                kinds=kinds, cfg=cfg.eval, ratings=ratings,
+                                rating_queries=held_out)
         say(f"measured {name} ({time.perf_counter() - started:.0f} s)")
     for name, block in sensitivities(models, frame, cfg.eval.sensitivity_clips).items():
         results[name]["sensitivity"] = block

@@ -13,7 +13,7 @@ import pytest
 
 from raysys.config import load_config
 from raysys.eval.config import EvaluationConfig
-from raysys.eval.measure import few_shot_curve
+from raysys.eval.measure import RELEVANT_RATING, few_shot_curve, graded_relevance
 from raysys.eval.protocol import kfold_classification
 from raysys.evaluate import EvaluateError, evaluate_checkpoint
 from raysys.train.intrain_eval import evaluate_split, metric_names, quick_metrics
@@ -99,6 +99,30 @@ def test_evaluate_split_reports_every_named_metric_and_nothing_else():
     assert record["eval/entities"] == 24
     alone = evaluate_split(split, heads, {"label": "label"}, cfg, None)
     assert not any(k.startswith("eval/relevance") for k in alone)
+
+
+def test_graded_relevance_on_held_out_queries_matches_a_naive_ranking():
+    """nDCG@k on the ratings and R@1 / mAP@k with ratings >= RELEVANT_RATING as positives,
+    over the chosen queries only, each ranking only its own rated candidates."""
+    from sklearn.metrics import ndcg_score
+
+    split, ratings = two_modality_split()
+    x, keys = split.embeddings["audio"], split.keys
+    held = set(keys[::3])
+    got = graded_relevance(x, np.ones(len(keys), bool), keys, ratings, k=5, queries=held)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ndcg, hit1 = [], []
+    for query, rows in ratings[ratings["query"].isin(held)].groupby("query"):
+        q = keys.index(query)
+        cand = [keys.index(c) for c in rows["candidate"]]
+        sims = unit[cand] @ unit[q]
+        ndcg.append(ndcg_score([rows["relevance"].to_numpy()], [sims], k=5))
+        hit1.append(rows["relevance"].to_numpy()[np.argmax(sims)] >= RELEVANT_RATING)
+    assert got["queries"] == len(ndcg) < len(set(ratings["query"])) and got["held_out"]
+    assert got["nDCG@5"] == pytest.approx(np.mean(ndcg))
+    assert got["R@1"] == pytest.approx(np.mean(hit1)) and 0 < got["mAP@5"] <= 1
+    everyone = graded_relevance(x, np.ones(len(keys), bool), keys, ratings, k=5)
+    assert everyone["queries"] == len(set(ratings["query"])) and not everyone["held_out"]
 
 
 def test_eval_line_shows_main_label_random_control_and_retrieval():

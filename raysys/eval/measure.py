@@ -188,31 +188,49 @@ def cross_modal(spaces: Spaces, ks: tuple[int, ...]) -> dict[str, Any]:
     return out
 
 
+RELEVANT_RATING = 50.0  # binary positive: at least half of the rated attributes' weight shared
+
+
 def graded_relevance(x: np.ndarray, keep: np.ndarray, keys: list[str], ratings: pd.DataFrame,
-                     k: int = 10) -> dict[str, Any]:
-    """nDCG@k of ranking each query's rated candidates by cosine in `x`."""
+                     k: int = 10, queries: set[str] | None = None,
+                     ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, Any]:
+    """Rank each query's rated candidates by cosine in `x`: nDCG@k on the ratings, and R@ks /
+    mAP@k with the candidates rated >= RELEVANT_RATING as positives. `queries`: only these
+    (e.g. the entities held out of training, whose ratings the objective never saw)."""
     index = {key: i for i, key in enumerate(keys) if keep[i]}
     rows = ratings[ratings["query"].isin(index) & ratings["candidate"].isin(index)]
     rows = rows[rows["query"] != rows["candidate"]]
-    queries = sorted(set(rows["query"]), key=index.get)
-    if not queries:
+    if queries is not None:
+        rows = rows[rows["query"].isin(queries)]
+    chosen = sorted(set(rows["query"]), key=index.get)
+    if not chosen:
         return {"skipped": "no rated (query, candidate) pair among the evaluated entities"}
-    q_of = {q: i for i, q in enumerate(queries)}
-    gains = np.zeros((len(queries), len(keys)))
+    q_of = {q: i for i, q in enumerate(chosen)}
+    gains = np.zeros((len(chosen), len(keys)))
     mask = np.zeros_like(gains, dtype=bool)
     qi, ci = rows["query"].map(q_of).to_numpy(), rows["candidate"].map(index).to_numpy()
     gains[qi, ci] = rows["relevance"].to_numpy(dtype=float)
     mask[qi, ci] = True
-    scores = cosine_scores(x[[index[q] for q in queries]], x)
+    scores = cosine_scores(x[[index[q] for q in chosen]], x)
     report = _guard(retrieval_report, scores, relevance=gains, mask=mask, map_k=k)
-    return {**report, "queries": len(queries), "ratings": int(mask.sum())}
+    positives = gains >= RELEVANT_RATING
+    with_positive = positives.any(axis=1)
+    if with_positive.any():
+        binary = _guard(retrieval_report, scores[with_positive], positives[with_positive],
+                        mask=mask[with_positive], ks=ks, map_k=k)
+        report.update({name: v for name, v in binary.items() if name != "skipped"})
+    return {**report, "queries": len(chosen), "ratings": int(mask.sum()),
+            "queries_with_positive": int(with_positive.sum()),
+            "held_out": queries is not None}
 
 
 def measure(spaces: Spaces, labels: pd.DataFrame, keys: list[str], *,
             label_sets: dict[str, str], factors: dict[str, str],
             kinds: dict[str, FactorKind], cfg: EvaluationConfig,
-            ratings: pd.DataFrame | None = None) -> dict[str, Any]:
-    """Every metric of one model or baseline (see the module doc)."""
+            ratings: pd.DataFrame | None = None,
+            rating_queries: set[str] | None = None) -> dict[str, Any]:
+    """Every metric of one model or baseline (see the module doc); graded relevance over
+    `rating_queries` only when given."""
     out: dict[str, Any] = {"spaces": {}}
     for space, x in spaces.embeddings.items():
         out["spaces"][space] = measure_space(x, spaces.present[space], labels, label_sets, cfg)
@@ -220,5 +238,6 @@ def measure(spaces: Spaces, labels: pd.DataFrame, keys: list[str], *,
     out["retrieval"] = {"cross_modal": cross_modal(spaces, tuple(cfg.retrieval_ks))}
     if ratings is not None:
         out["retrieval"]["relevance"] = graded_relevance(
-            spaces.embeddings[FUSED], spaces.present[FUSED], keys, ratings, k=cfg.map_k)
+            spaces.embeddings[FUSED], spaces.present[FUSED], keys, ratings, k=cfg.map_k,
+            queries=rating_queries, ks=tuple(cfg.retrieval_ks))
     return jsonable(out)

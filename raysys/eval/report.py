@@ -255,7 +255,8 @@ def retrieval_table(report: dict[str, Any]) -> str:
                          fmt(r.get("chance_R@10"))])
         rel = result["retrieval"].get("relevance")
         if rel is not None:
-            rows.append([name, "graded relevance (fused)", "", "", "", "",
+            rows.append([name, "graded relevance (fused)",
+                         *[fmt(rel.get(c)) for c in ("R@1", "R@5", "R@10", "mAP@10")],
                          f"nDCG@10 {fmt(rel.get('nDCG@10'))}" if "nDCG@10" in rel
                          else f"skipped: {rel.get('skipped')}"])
     return table(["model", "task", "R@1", "R@5", "R@10", "mAP@10", "chance R@10 / nDCG"], rows)
@@ -369,7 +370,10 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
               "log2 BPM, Acc1 = within ±4 %), k-fold, per modality and probe space.", "",
               probe_table(report), "",
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
-              "entities with both; graded relevance: nDCG@10 of the rated candidates (fused).",
+              "entities with both. Graded relevance (fused): each query's rated candidates ranked, "
+              "nDCG@10 on the ratings and R@k / mAP@10 with ratings >= 50 as positives; the "
+              "queries are the entities training held out (`data.eval_fraction`), whose "
+              "ratings the ListNet term never saw.",
               "", retrieval_table(report), "",
               "## Augmentation sensitivity (audio heads)", "",
               "Mean cosine distance between a clip's embedding and that of the same clip time-"
