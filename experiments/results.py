@@ -61,27 +61,33 @@ def build(name: str, out: Path, entities: int) -> float:
 
 
 def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
-                       overrides: list[str]) -> tuple[dict[str, Any], float, float]:
+                       overrides: list[str]) -> tuple[dict[str, Any], float, float, bool]:
     """Pretrain into `run` unless it already holds an export, then evaluate it; (report,
-    training seconds, evaluation seconds). A run reused from an earlier call keeps its own
-    training time: from its config.yaml (written when training starts) to its summary.json
-    (written at the end)."""
+    training seconds, evaluation seconds, reused). A run reused from an earlier call keeps its
+    own training time: from its config.yaml (written when training starts) to its
+    summary.json (written at the end)."""
     from raysys.config import load_config
     from raysys.evaluate import evaluate_checkpoint
     from raysys.train.driver import pretrain
 
-    if not (run / "model" / "model.json").exists():
+    reused = (run / "model" / "model.json").exists()
+    if not reused:
         cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
                                    f"train.run_name=seed{seed}", *overrides])
         pretrain(cfg)
     trained = (run / "summary.json").stat().st_mtime - (run / "config.yaml").stat().st_mtime
     t1 = time.perf_counter()
     report = evaluate_checkpoint(run, str(archive), run / "eval").report
-    return report, trained, time.perf_counter() - t1
+    return report, trained, time.perf_counter() - t1, reused
 
 
 def run_seconds(times: dict[str, float]) -> float:
     return times["build"] + times["train"] + times["eval"]
+
+
+def reused_text(times: dict[str, Any]) -> str:
+    return (f"; {times['reused']} trained by an earlier call with the same settings, "
+            "evaluated again" if times.get("reused") else "")
 
 
 def build_text(times: dict[str, float]) -> str:
@@ -175,7 +181,8 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
              f"{first['entities']} entities; label sets {list(first['label_sets'])}; "
              f"{len(reports)} training seed(s); {build_text(times)}training "
              f"{times['train'] / times['runs']:.0f} s and evaluation "
-             f"{times['eval'] / times['runs']:.0f} s per run (mean of {times['runs']}).", "",
+             f"{times['eval'] / times['runs']:.0f} s per run (mean of {times['runs']}"
+             f"{reused_text(times)}).", "",
              "Logistic probe / nearest-centre accuracy, 5-fold over every entity (chance = the "
              "largest class's share):", "",
              "| label | space | chance | trained | random init | classic | trained − random "
@@ -240,18 +247,19 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any
     claims: {claim: {variant: reports}}, times}, also saved to reports.json."""
     archive = work / name / "archive"
     times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
-             "runs": 0}
+             "runs": 0, "reused": 0}
 
     def seeds(folder: Path, overrides: list[str]) -> list[dict[str, Any]]:
         reports = []
         for seed in args.seeds:
-            report, t_train, t_eval = train_and_evaluate(
+            report, t_train, t_eval, reused = train_and_evaluate(
                 archive, folder / f"run-seed{seed}", seed, args.config,
                 [*CORPUS_OVERRIDES[name], *overrides, *args.overrides])
             reports.append(report)
             times["train"] += t_train
             times["eval"] += t_eval
             times["runs"] += 1
+            times["reused"] += reused
             print(f"[results] {folder.relative_to(work)} seed {seed}: train {t_train:.0f} s, "
                   f"eval {t_eval:.0f} s", flush=True)
         return reports
