@@ -259,18 +259,29 @@ def test_evaluate_writes_eval_json_report_and_every_plot(run, archive, capsys):
         assert all(abs(d) < 1e-3 for d in rows["vocoder at rate 1"].values())  # the control
         assert all(0 < d <= 2 for d in rows["pitch +3"].values())
     assert "sensitivity" not in report["models"]["classic"]
+    for name in ("trained", "random_init"):  # clustering by depth, shallowest first
+        depth = report["models"][name]["depth"]
+        assert list(depth) == ["audio", "image", "tabular"]
+        assert list(depth["audio"]) == ["layer1", "layer2", "backbone", "invariant"]
+        cell = depth["audio"]["backbone"]
+        assert list(cell) == ["label", "coarse", "pitch", "random"]
+        assert 0 <= cell["random"]["ncc"]["mean"] <= 1 and cell["label"]["cdnv"] > 0
+    assert report["models"]["classic"]["depth"] == {}
+    relevance = report["models"]["trained"]["retrieval"]["relevance"]
+    assert relevance["held_out"] and relevance["queries"] < 40 and "R@1" in relevance
     text = (out / "report.md").read_text()
     assert "## Augmentation sensitivity (audio heads)" in text
     assert "| vocoder at rate 1 | 0.000 |" in text
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert set(linked) == set(report["plots"])
     assert {"loss_terms.png", "clustering_over_steps.png", "few_shot_label.png",
-            "projection.png"} <= set(linked)
+            "projection.png", "depth.png"} <= set(linked)
     for name in linked:
         data = (out / name).read_bytes()
         assert len(data) > 1000 and data.startswith(PNG), name
     assert text.index("## Verdict") < text.index("## Classification")
-    for heading in ("## Retrieval", "## Factor probes", "## Few-shot", "random_init", "classic"):
+    for heading in ("## Retrieval", "## Factor probes", "## Few-shot", "## Clustering by depth",
+                    "random_init", "classic"):
         assert heading in text
 
 

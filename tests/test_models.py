@@ -105,6 +105,25 @@ def test_backbone_is_the_encoder_output_before_the_head() -> None:
     torch.testing.assert_close(out.embeddings["invariant"][:, :V], proj)
 
 
+def test_layer_features_are_each_trunk_layer_pooled_and_zero_where_absent() -> None:
+    """Evaluation's clustering by depth: every trunk layer with parameters (norms are not
+    layers), its output averaged over everything after the channels."""
+    model = make_model()
+    batch = make_batch()
+    batch.views["audio"].present[1] = False
+    got = {m: model.layer_features(m, batch.views[m]) for m in ("audio", "image", "tabular")}
+    assert {m: list(g) for m, g in got.items()} == {
+        "audio": ["layer1", "layer2"], "image": ["layer1", "layer2", "layer3", "layer4"],
+        "tabular": ["layer1"]}
+    assert [t.shape[-1] for t in got["audio"].values()] == [16, 32]
+    encoder = model.encoders["audio"]
+    x = batch.views["audio"].x[0]
+    first = encoder.trunk[0](x)
+    torch.testing.assert_close(got["audio"]["layer1"][0], first.mean(dim=(2, 3)))
+    torch.testing.assert_close(got["audio"]["layer2"][0], encoder.trunk[1](first).mean(dim=(2, 3)))
+    assert (got["audio"]["layer2"][1] == 0).all() and got["audio"]["layer2"][2].abs().sum() > 0
+
+
 def test_embed_matches_forward_and_is_normalised() -> None:
     model = make_model()
     batch = make_batch()

@@ -62,13 +62,17 @@ def _progress(what: str, done: int, total: int, every_s: float = 10.0) -> None:
         print(f"[evaluate] {what} {done}/{total} entities", file=sys.stderr, flush=True)
 
 
-def encode_views(model: MultiViewModel, modality: str, x: Any) -> dict[str, torch.Tensor]:
-    """{backbone, head...}: `[n, d]` of n single views (heads L2-normalised)."""
+def encode_views(model: MultiViewModel, modality: str, x: Any, layers: bool = False
+                 ) -> dict[str, torch.Tensor]:
+    """{backbone, head...}: `[n, d]` of n single views (heads L2-normalised); with `layers`
+    also each trunk layer's pooled output (`layer1`, ...; MultiViewModel.layer_features)."""
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     views = ModalityViews(x=x, present=torch.ones(n, dtype=torch.bool))
     backbone, heads = model.encode_modality(modality, views)
     out = {BACKBONE: backbone[:, 0].float()}
     out.update({h: F.normalize(e[:, 0].float(), dim=-1) for h, e in heads.items()})
+    if layers:
+        out.update({k: t[:, 0].float() for k, t in model.layer_features(modality, views).items()})
     return out
 
 
@@ -77,11 +81,12 @@ def _audio_rows(model: MultiViewModel, batch: dict[str, np.ndarray], ok: np.ndar
     rows, x, counts = audio_inputs(batch, ok, layout)
     if not rows:
         return
-    per_window = encode_views(model, "audio", x[:, None])
+    per_window = encode_views(model, "audio", x[:, None], layers=True)
     split = {name: torch.split(t, counts) for name, t in per_window.items()}
+    heads = set(model.output_names())
     for j, i in enumerate(rows):
         pooled = {name: parts[j].mean(0) for name, parts in split.items()}
-        yield i, {n: (t if n == BACKBONE else F.normalize(t, dim=-1)) for n, t in pooled.items()}
+        yield i, {n: (F.normalize(t, dim=-1) if n in heads else t) for n, t in pooled.items()}
 
 
 def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarray],
@@ -90,7 +95,7 @@ def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarra
     if not len(rows):
         return
     x = {c: t[:, None] for c, t in x.items()} if isinstance(x, dict) else x[:, None]
-    out = encode_views(model, modality, x)
+    out = encode_views(model, modality, x, layers=True)
     for j, i in enumerate(rows):
         yield int(i), {name: t[j] for name, t in out.items()}
 
@@ -114,20 +119,24 @@ def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.nda
         start += len(batch["key"])
     present = {m: np.isin(np.arange(n), list(found[m])) for m in model.modalities}
     probe: dict[str, dict[str, np.ndarray]] = {}
+    layers: dict[str, dict[str, np.ndarray]] = {}
     for m, rows in found.items():
         names = [BACKBONE, *model.output_names()]
+        first = next(iter(rows.values()), {})
         dims = {k: model.encoders[m].out_dim if k == BACKBONE else model.cfg.embed_dim
-                for k in names}
-        probe[m] = {k: np.zeros((n, dims[k]), np.float32) for k in names}
+                for k in names} | {k: len(t) for k, t in first.items() if k not in names}
+        table = {k: np.zeros((n, d), np.float32) for k, d in dims.items()}
         for i, vectors in rows.items():
             for k, t in vectors.items():
-                probe[m][k][i] = t.numpy()
+                table[k][i] = t.numpy()
+        probe[m] = {k: table[k] for k in names}
+        layers[m] = {k: x for k, x in table.items() if k not in names}
     emb = {m: probe[m][INVARIANT_HEAD] for m in model.modalities}
     shared = model.cfg.shared_head()
     cross = {m: probe[m][shared] for m in model.modalities} if shared != INVARIANT_HEAD else None
     fused, any_present = fuse_mean(cross or emb, present)
     return Spaces(name, {**emb, FUSED: fused}, {**present, FUSED: any_present}, probe,
-                  retrieval=cross)
+                  retrieval=cross, layers=layers)
 
 
 def classic_spaces(pipe: Pipeline, frame: pd.DataFrame, modalities: list[str],

@@ -6,7 +6,8 @@ probe spaces (backbone and each head). `measure` returns a JSON-able dict:
 
     {"spaces": {space: {"entities": n, "labels": {set: kfold result}, "few_shot": {set: curve}}},
      "probes": [{"modality", "space", "factor", "kind", ...}],
-     "retrieval": {"cross_modal": {"a->b": {...}}, "relevance": {...}}}
+     "retrieval": {"cross_modal": {"a->b": {...}}, "relevance": {...}},
+     "depth": {modality: {layer: {set: {"ncc", "chance", "cdnv"}}}}}
 
 A metric the data cannot support (a single class, too few samples) is `{"skipped": reason}`.
 No Ray here.
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raysys.eval.clustering import cdnv, random_labels
 from raysys.eval.config import EvaluationConfig
 from raysys.eval.fewshot import few_shot
 from raysys.eval.protocol import FactorKind, kfold_classification, kfold_regression
@@ -52,7 +54,8 @@ class Spaces:
     probe_spaces: modality -> {"backbone" | head name: `[N, d]`}; comparable: whether the
     modalities share one space (cross-modal retrieval and the mean fusion make sense);
     retrieval: modality -> `[N, d]` that cross-modal retrieval ranks in when it is not
-    `embeddings` (a model's `cross` head).
+    `embeddings` (a model's `cross` head); layers: modality -> {"layer1" ...: `[N, C]`}, the
+    encoder's trunk layers (pooled), shallowest first.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Spaces:
     probe_spaces: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     comparable: bool = True
     retrieval: dict[str, np.ndarray] | None = None
+    layers: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def modalities(self) -> list[str]:
@@ -138,6 +142,45 @@ def measure_space(x: np.ndarray, keep: np.ndarray, labels: pd.DataFrame,
         out["labels"][name] = _guard(kfold_classification, x[rows], y, folds=cfg.folds,
                                      seed=cfg.seed, C=cfg.probe_C, knn_k=cfg.knn_k)
         out["few_shot"][name] = _guard(few_shot_curve, x[rows], y, cfg)
+    return out
+
+
+RANDOM_LABELS = "random"  # the depth table's random-label control: the main label permuted
+DEPTH_AFTER_LAYERS = ("backbone", "invariant")  # probe spaces deeper than the trunk layers
+
+
+def depth_clustering(spaces: Spaces, labels: pd.DataFrame, label_sets: dict[str, str],
+                     cfg: EvaluationConfig) -> dict[str, Any]:
+    """Per modality, shallowest first (the trunk layers, the backbone, the invariant head):
+    per label set and the random-label control, the k-fold nearest-centre accuracy and the
+    CDNV (lower = tighter classes). How class structure grows with depth."""
+    out: dict[str, Any] = {}
+    for modality, layers in spaces.layers.items():
+        keep = spaces.present[modality]
+        probe = spaces.probe_spaces.get(modality, {})
+        depth = {**layers, **{k: probe[k] for k in DEPTH_AFTER_LAYERS if k in probe}}
+        columns = {name: labels[column].to_numpy() for name, column in label_sets.items()}
+        main = next(iter(columns.values()))
+        labelled = keep & pd.notna(main)
+        control = np.full(len(main), None, dtype=object)
+        control[labelled] = random_labels(main[labelled], cfg.seed)
+        columns[RANDOM_LABELS] = control
+        out[modality] = {}
+        for space, x in depth.items():
+            row: dict[str, Any] = {}
+            for name, y in columns.items():
+                rows = keep & pd.notna(y)
+                yy = np.asarray(y[rows].tolist())
+                if np.unique(yy).size > max(2, rows.sum() // 3):
+                    row[name] = {"skipped": f"{np.unique(yy).size} classes among "
+                                            f"{int(rows.sum())} entities"}
+                    continue
+                got = _guard(kfold_classification, x[rows], yy, folds=cfg.folds,
+                             seed=cfg.seed, classifiers=("ncc",))
+                row[name] = ({"ncc": got["ncc"], "chance": got["chance"],
+                              "cdnv": _guard(cdnv, x[rows], yy, min_class_size=1)}
+                             if "ncc" in got else got)
+            out[modality][space] = row
     return out
 
 
@@ -235,6 +278,7 @@ def measure(spaces: Spaces, labels: pd.DataFrame, keys: list[str], *,
     for space, x in spaces.embeddings.items():
         out["spaces"][space] = measure_space(x, spaces.present[space], labels, label_sets, cfg)
     out["probes"] = factor_probes(spaces, labels, factors, kinds, cfg)
+    out["depth"] = depth_clustering(spaces, labels, label_sets, cfg)
     out["retrieval"] = {"cross_modal": cross_modal(spaces, tuple(cfg.retrieval_ks))}
     if ratings is not None:
         out["retrieval"]["relevance"] = graded_relevance(

@@ -189,6 +189,48 @@ def plot_few_shot(report: dict[str, Any], label_set: str, space: str, path: Path
     return _save(fig, path)
 
 
+def plot_depth(report: dict[str, Any], path: Path) -> Path | None:
+    """Nearest-centre accuracy against depth, one panel per modality: each label set (and
+    the random-label control) for the trained model (solid) and its random init (dashed)."""
+    depth = {n: m.get("depth", {}) for n, m in report["models"].items() if m.get("depth")}
+    if "trained" not in depth:
+        return None
+    modalities = list(depth["trained"])
+    fig = _figure(width=4.2 * len(modalities))
+    for i, modality in enumerate(modalities):
+        ax = fig.add_subplot(1, len(modalities), i + 1)
+        layers = list(depth["trained"][modality])
+        sets = list(next(iter(depth["trained"][modality].values()), {}))
+        for j, label in enumerate(sets):
+            for name, style in (("trained", "-"), ("random_init", "--")):
+                rows = depth.get(name, {}).get(modality, {})
+                ys = [rows.get(layer, {}).get(label, {}).get("ncc", {}).get("mean", np.nan)
+                      for layer in layers]
+                ax.plot(range(len(layers)), ys, style, marker="o", color=f"C{j}",
+                        label=f"{label} ({name.replace('_', ' ')})")
+        ax.set_xticks(range(len(layers)), layers, rotation=30, fontsize=8)
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("nearest-centre accuracy (k-fold)")
+        ax.set_title(f"{modality}: clustering by depth")
+        ax.legend(fontsize=6, ncol=2)
+    return _save(fig, path)
+
+
+def depth_table(report: dict[str, Any]) -> str:
+    """Rows: model, modality, layer (shallowest first); per label set NCC / CDNV."""
+    rows, sets = [], []
+    for name, result in report["models"].items():
+        for modality, layers in result.get("depth", {}).items():
+            for layer, cells in layers.items():
+                sets = sets or list(cells)
+                rows.append([name, modality, layer, *[
+                    "skipped" if "skipped" in cells.get(s, {"skipped": 1})
+                    else f"{fmt(cells[s]['ncc'].get('mean'))} / {fmt(cells[s]['cdnv'])}"
+                    for s in sets]])
+    return table(["model", "modality", "layer", *sets], rows) if rows else \
+        "No layered encoder evaluated."
+
+
 # -- tables -------------------------------------------------------------------------------------
 
 def verdict_table(report: dict[str, Any]) -> str:
@@ -316,6 +358,19 @@ def _curves_section(out_dir: Path, report: dict[str, Any], history: list[dict[st
     return lines, plots
 
 
+def _depth_section(out_dir: Path, report: dict[str, Any], plots: list[Path]) -> list[str]:
+    lines = ["## Clustering by depth", "",
+             "Nearest-centre accuracy (k-fold) / CDNV (lower = tighter classes) of each trunk "
+             "layer's pooled output, the backbone and the invariant head, shallowest first; "
+             "`random` is the main label permuted (should stay near chance).", "",
+             depth_table(report), ""]
+    path = plot_depth(report, out_dir / "depth.png")
+    if path is not None:
+        plots.append(path)
+        lines += ["![depth](depth.png)", ""]
+    return lines
+
+
 def _few_shot_section(out_dir: Path, report: dict[str, Any]) -> tuple[list[str], list[Path]]:
     lines, plots = ["## Few-shot accuracy against K", ""], []
     for label in report["label_sets"]:
@@ -369,6 +424,7 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
               "Logistic-probe accuracy (categorical factors) or ridge R² (continuous; tempo in "
               "log2 BPM, Acc1 = within ±4 %), k-fold, per modality and probe space.", "",
               probe_table(report), "",
+              *_depth_section(out_dir, report, plots),
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
               "entities with both. Graded relevance (fused): each query's rated candidates ranked, "
               "nDCG@10 on the ratings and R@k / mAP@10 with ratings >= 50 as positives; the "

@@ -37,6 +37,14 @@ def fresh_copy(module: nn.Module) -> nn.Module:
     return reset_all(copy.deepcopy(module))
 
 
+NORMS = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def _is_layer(module: nn.Module) -> bool:
+    """A step that transforms (has parameters and is not only a normalisation)."""
+    return not isinstance(module, NORMS) and any(True for _ in module.parameters())
+
+
 class StagedEncoder(nn.Module):
     """`forward(x) = last(trunk(x))`; subclasses set `trunk`, `last` and `out_dim`."""
 
@@ -50,3 +58,18 @@ class StagedEncoder(nn.Module):
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         self.check(x)
         return self.last(self.trunk(x))
+
+    def layer_features(self, x: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`{layer1, layer2, ...}`: the output of each trunk layer with parameters (not a norm),
+        averaged over every axis after the channels (`[N, C]`); evaluation reads how class
+        structure grows with depth (then the backbone and the heads). A trunk that is not a
+        Sequential of layers, or whose output is not a tensor, is one step or none."""
+        self.check(x)
+        layers = list(self.trunk) if isinstance(self.trunk, nn.Sequential) else [self.trunk]
+        out: dict[str, torch.Tensor] = {}
+        h = x
+        for layer in layers:
+            h = layer(h)
+            if isinstance(h, torch.Tensor) and _is_layer(layer):
+                out[f"layer{len(out) + 1}"] = h.flatten(2).mean(-1) if h.dim() > 2 else h
+        return out

@@ -160,6 +160,14 @@ class MultiViewModel(nn.Module):
         unflat = lambda t: zero_absent(t.reshape(b, v, -1), present)
         return unflat(backbone), {k: unflat(t) for k, t in out.items()}
 
+    def layer_features(self, modality: str, views: ModalityViews) -> dict[str, torch.Tensor]:
+        """Evaluation: each trunk layer's pooled output (StagedEncoder.layer_features),
+        `[B, V, C]` per layer, zeros where absent."""
+        present = views.present.bool()
+        x, (b, v) = self._flat_input(modality, views.x, present)
+        out = self.encoders[modality].layer_features(x)
+        return {k: zero_absent(t.reshape(b, v, -1), present) for k, t in out.items()}
+
     def _branch_feature(
         self, head: str, modality: str, trunk: torch.Tensor, backbone: torch.Tensor
     ) -> torch.Tensor:
