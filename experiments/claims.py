@@ -147,3 +147,99 @@ def claim_section(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, An
                     "paired by seed (mean gain ± 95% t-interval; `better` when the interval "
                     "is above 0):", "", "| corpus | comparison | gain |", "|---|---|---|",
                     *verdicts, ""]
+
+
+# -- claim 3, its per-layer half: read from the headline runs' evaluation --------------------
+
+COARSE = {"music": "family", "speech": "language", "demo": "coarse"}  # the coarser label set
+DEPTH_STATEMENT = (
+    "semantic nearest-centre accuracy rises and CDNV falls with depth, deeper layers cluster "
+    "the classes more, and the random-label control stays near chance")
+
+
+def depth_cells(reports: list[dict[str, Any]], model: str, modality: str, label: str,
+                what: str) -> dict[str, dict[str, float] | None]:
+    """{layer: mean ± CI over seeds} of `ncc` or `cdnv` for one label set."""
+    layers = list(get(reports[0], model, "depth", modality))
+    return {layer: seed_stats([as_cell(get(r, model, "depth", modality, layer, label, what))
+                               for r in reports]) for layer in layers}
+
+
+def depth_section(by_corpus: dict[str, list[dict[str, Any]]],
+                  main_of: dict[str, tuple[str, str]], plot: str) -> list[str]:
+    """Claim 3 per layer: for each corpus, each depth's NCC of the main label, a coarser label
+    and the random control (trained / random init) and the main label's CDNV; the verdict
+    compares the deepest space (the invariant head) with the first layer, paired by seed."""
+    lines = ["## Claim: clustering by depth (claim 3, per layer)", "",
+             f"The claim: {DEPTH_STATEMENT}. Measured on the headline runs' final models "
+             "(`raysys evaluate`'s depth table: each trunk layer's output averaged over time "
+             "and frequency, the backbone, the invariant head); NCC k-fold over every entity, "
+             "mean ± 95% CI over seeds. The over-training half (NCC and CDNV against the step) "
+             "needs runs with in-training evaluation (`eval.every`): not measured here.", "",
+             f"![depth]({plot})", "",
+             "| corpus | layer | main NCC trained | main NCC random init | coarse NCC trained "
+             "| random-label NCC trained (chance) | main CDNV trained |",
+             "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for corpus, reports in by_corpus.items():
+        main, space = main_of[corpus]
+        coarse = COARSE.get(corpus, main)
+        if not get(reports[0], "trained", "depth", space):
+            lines.append(f"| {corpus} | not measured (reports from before the depth table) "
+                         "| | | | | |")
+            continue
+        cols = [depth_cells(reports, "trained", space, main, "ncc"),
+                depth_cells(reports, "random_init", space, main, "ncc"),
+                depth_cells(reports, "trained", space, coarse, "ncc"),
+                depth_cells(reports, "trained", space, "random", "ncc"),
+                depth_cells(reports, "trained", space, main, "cdnv")]
+        chance = get(reports[0], "trained", "depth", space, "backbone", "random", "chance")
+        for layer in cols[0]:
+            cells = [f"{c[layer]['mean']:.3f} ± {c[layer]['ci95']:.3f}" if c.get(layer)
+                     else "skipped" for c in cols]
+            cells[3] += f" ({chance:.3f})" if isinstance(chance, float) else ""
+            lines.append(f"| {corpus} | {layer} | " + " | ".join(cells) + " |")
+        layers = list(cols[0])
+        first, deepest = layers[0], layers[-1]
+        for label, what, sign in ((main, "ncc", 1), (coarse, "ncc", 1), (main, "cdnv", -1)):
+            gain = paired_gain([(get(r, "trained", "depth", space, deepest, label, what),
+                                 get(r, "trained", "depth", space, first, label, what))
+                                for r in reports])
+            if gain is not None and sign < 0:
+                gain = {"mean": -gain["mean"], "ci95": gain["ci95"]}
+            verdicts.append(f"| {corpus} | {label} {what.upper()}: {deepest} vs {first}"
+                            f"{' (decrease)' if sign < 0 else ''} | {verdict(gain)} |")
+    return lines + ["", "The deepest space against the first layer, paired by seed (`better` = "
+                    "clusters more: NCC up, CDNV down):", "", "| corpus | comparison | gain |",
+                    "|---|---|---|", *verdicts, ""]
+
+
+def depth_plot(by_corpus: dict[str, list[dict[str, Any]]], main_of: dict[str, tuple[str, str]],
+               path: Path) -> None:
+    """One panel per corpus: NCC against depth for the main label, the coarse label and the
+    random control (trained solid, random init dashed), mean ± 95% CI over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by_corpus), figsize=(4.2 * len(by_corpus), 3.4),
+                             squeeze=False, sharey=True)
+    for ax, (corpus, reports) in zip(axes[0], by_corpus.items(), strict=True):
+        main, space = main_of[corpus]
+        for j, label in enumerate((main, COARSE.get(corpus, main), "random")):
+            for model, style in (("trained", "-"), ("random_init", "--")):
+                cells = depth_cells(reports, model, space, label, "ncc")
+                got = [c or {"mean": np.nan, "ci95": 0.0} for c in cells.values()]
+                ax.errorbar(range(len(got)), [c["mean"] for c in got],
+                            yerr=[c["ci95"] for c in got], fmt=style, marker="o", capsize=2,
+                            color=f"C{j}", label=f"{label} ({model.replace('_', ' ')})")
+                ax.set_xticks(range(len(cells)), list(cells), rotation=30, fontsize=8)
+        ax.set_title(f"{corpus} ({space})")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("nearest-centre accuracy")
+    axes[0][0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

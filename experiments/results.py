@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from claims import CLAIMS, claim_plot, claim_section, variant_dir
+from claims import CLAIMS, claim_plot, claim_section, depth_plot, depth_section, variant_dir
 from seedstats import get, over_seeds, paired_gain, seed_stats, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -352,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += corpus_section(name, got["reports"], got["times"])
     main_of = {name: (next(iter(got["reports"][0]["label_sets"])), main_space(got["reports"][0]))
                for name, got in saved.items()}
+    depth_png = doc.with_name(f"{doc.stem}-depth.png")
+    headline_runs = {name: got["reports"] for name, got in saved.items()}
+    depth_plot(headline_runs, main_of, depth_png)
+    lines += depth_section(headline_runs, main_of, depth_png.name)
     for key in args.claims:
         by_corpus = {name: got["claims"][key] for name, got in saved.items()
                      if key in got["claims"]}
