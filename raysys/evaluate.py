@@ -113,9 +113,11 @@ def read_history(run_dir: Path | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def embed_models(pipe, frame, models: dict[str, tuple[Any, dict[str, Any]]], batch_size: int
+def embed_models(pipe, frame, models: dict[str, tuple[Any, dict[str, Any]]], batch_size: int,
+                 inputs: dict[str, list[dict[str, np.ndarray]]] | None = None
                  ) -> dict[str, Spaces]:
-    """Spaces of every model; entities are preprocessed once per distinct data config."""
+    """Spaces of every model; entities are preprocessed once per distinct data config (each
+    model's preprocessed batches land in `inputs` when given)."""
     from raysys.embed.config import AudioWindows
     from raysys.embed.embedder import audio_layout
     from raysys.embed.plan import Export
@@ -130,8 +132,39 @@ def embed_models(pipe, frame, models: dict[str, tuple[Any, dict[str, Any]]], bat
             cache[key] = preprocess(pipe, data, meta.get("tabular_stats"), frame, batch_size,
                                     AudioWindows())
         out[name] = embed_model(name, net, cache[key], audio_layout(meta))
+        if inputs is not None:
+            inputs[name] = cache[key]
         say(f"embedded with {name}")
     return out
+
+
+def supervised_baseline(meta: dict[str, Any], batches: list[dict[str, np.ndarray]],
+                        labels: np.ndarray, cfg: Any, seed: int) -> dict[str, Any]:
+    """The few-shot curve of the audio encoder trained from scratch on each episode's shots
+    (raysys.eval.supervised), on the main label; `{skipped}` without audio."""
+    import torch
+
+    from raysys.embed.embedder import audio_layout
+    from raysys.embed.spaces import audio_windows
+    from raysys.eval.supervised import supervised_few_shot
+    from raysys.models.base import fresh_copy
+
+    if "audio" not in meta["inputs"]["modalities"]:
+        return {"skipped": "the model has no audio encoder"}
+    encoder = random_init_model(meta, seed).encoders["audio"]
+    windows = audio_windows(batches, audio_layout(meta))
+
+    def make_net(ways: int) -> torch.nn.Module:
+        return torch.nn.Sequential(fresh_copy(encoder), torch.nn.Linear(encoder.out_dim, ways))
+
+    started = time.perf_counter()
+    got = supervised_few_shot(make_net, windows, labels, shots=cfg.few_shot_shots,
+                              ways=cfg.few_shot_ways, queries=cfg.few_shot_queries,
+                              episodes=cfg.supervised_episodes, seed=cfg.seed,
+                              steps=cfg.supervised_steps)
+    say(f"supervised from scratch: {cfg.supervised_episodes} episodes per K in "
+        f"{time.perf_counter() - started:.0f} s")
+    return {**got, "space": "audio"}
 
 
 def sensitivities(models: dict[str, tuple[Any, dict[str, Any]]], frame, clips: int
@@ -210,7 +243,8 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
     frame = entity_frame(pipe, split)
     labels = pipe.entities.select(split).labels(pipe.info)
     say(f"{len(frame)} entities ({split}); label sets {label_sets}; factors {kinds}")
-    spaces = embed_models(pipe, frame, models, cfg.eval.batch_size)
+    inputs: dict[str, list[dict[str, np.ndarray]]] = {}
+    spaces = embed_models(pipe, frame, models, cfg.eval.batch_size, inputs)
     if cfg.eval.classic:
         spaces["classic"] = classic_spaces(pipe, frame, list(model.modalities),
                                            pipe.cfg.sample_rate)
@@ -225,6 +259,11 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
         say(f"measured {name} ({time.perf_counter() - started:.0f} s)")
     for name, block in sensitivities(models, frame, cfg.eval.sensitivity_clips).items():
         results[name]["sensitivity"] = block
+    main_name, main_label = next(iter(label_sets.items()))
+    if cfg.eval.supervised_episodes:
+        results["trained"]["supervised_few_shot"] = {
+            main_name: supervised_baseline(meta, inputs["trained"],
+                                           labels[main_label].to_numpy(), cfg.eval, cfg.seed)}
     report = {
         "checkpoint": str(Path(checkpoint).resolve()), "model": str(ckpt.model_dir.resolve()),
         "run": str(ckpt.run_dir.resolve()) if ckpt.run_dir else None,
@@ -238,7 +277,6 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
     }
     report["verdict"] = verdict_rows(report)
     out_dir.mkdir(parents=True, exist_ok=True)
-    main_label = next(iter(label_sets.values()))
     projections = {side: (spaces[side].embeddings[FUSED][spaces[side].present[FUSED]],
                           labels[main_label].to_numpy()[spaces[side].present[FUSED]])
                    for side in ("trained", "random_init")}

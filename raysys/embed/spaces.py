@@ -100,6 +100,22 @@ def _fixed_rows(model: MultiViewModel, modality: str, batch: dict[str, np.ndarra
         yield int(i), {name: t[j] for name, t in out.items()}
 
 
+def audio_windows(batches: list[dict[str, np.ndarray]], layout: tuple[int, int]
+                  ) -> list[torch.Tensor | None]:
+    """Every entity's audio windows `[n_windows, C, F, T]` (None without readable audio), in
+    batch order: the supervised baseline's training inputs."""
+    out: list[torch.Tensor | None] = []
+    for batch in batches:
+        ok = np.asarray(batch["error.audio"], dtype=object) == ""
+        rows, x, counts = audio_inputs(batch, ok, layout)
+        mine = [None] * len(batch["key"])
+        if rows:
+            for i, part in zip(rows, torch.split(x, counts), strict=True):
+                mine[i] = part
+        out += mine
+    return out
+
+
 @torch.no_grad()
 def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.ndarray]],
                 layout: tuple[int, int]) -> Spaces:

@@ -65,6 +65,12 @@ class EvaluationConfig(Section):
     few_shot_shots: list[int] = Field(
         default_factory=lambda: [1, 5, 10, 20], description="K values of the few-shot curve"
     )
+    supervised_episodes: int = Field(
+        0, ge=0, description="`raysys evaluate`: episodes per K of the supervised-from-scratch "
+        "baseline (the audio encoder trained on each episode's K shots; raysys/eval/"
+        "supervised.py); 0 = off (it trains a network per episode)",
+    )
+    supervised_steps: int = Field(100, ge=1, description="Adam steps per supervised episode")
 
     @field_validator("label_sets", "factors")
     @classmethod

@@ -382,8 +382,33 @@ def _few_shot_section(out_dir: Path, report: dict[str, Any]) -> tuple[list[str],
             lines += [f"![few-shot {label}]({path.name})", ""]
     lines += ["Prototype classifier on z-scored, L2-normalised features; episodes drawn from "
               "every labelled entity; mean over episodes ± 95% CI. A K larger than the classes "
-              "allow is skipped (the reason is in eval.json).", "", few_shot_table(report), ""]
+              "allow is skipped (the reason is in eval.json).", "", few_shot_table(report), "",
+              *supervised_lines(report)]
     return lines, plots
+
+
+def supervised_lines(report: dict[str, Any]) -> list[str]:
+    """The supervised-from-scratch baseline beside the prototype curve of the same label set
+    and space (trained / random init / classic); nothing when it was not run."""
+    blocks = report["models"]["trained"].get("supervised_few_shot", {})
+    lines = []
+    for label, got in blocks.items():
+        if "skipped" in got:
+            lines += [f"Supervised from scratch ({label}): skipped, {got['skipped']}.", ""]
+            continue
+        space = got["space"]
+        rows = []
+        for k, cell in got["by_k"].items():
+            proto = [ci_cell(m["spaces"].get(space, {}).get("few_shot", {}).get(label, {})
+                             .get("by_k", {}).get(k)) for m in report["models"].values()]
+            rows.append([k, ci_cell(cell), *proto])
+        lines += [f"Supervised from scratch on `{label}`, {space}: the audio encoder trained "
+                  f"on each episode's K shots alone ({got['steps']} Adam steps, no "
+                  "augmentation, fresh initialisation per episode), beside each model's "
+                  f"prototype accuracy in the {space} space; {got['ways']}-way.", "",
+                  table(["K", "supervised from scratch",
+                         *[f"{n} (prototype)" for n in report["models"]]], rows), ""]
+    return lines
 
 
 def _header(report: dict[str, Any]) -> list[str]:
