@@ -243,3 +243,92 @@ def depth_plot(by_corpus: dict[str, list[dict[str, Any]]], main_of: dict[str, tu
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -- claim 4: few-shot, pretrained vs random init vs supervised from scratch -----------------
+
+FEW_SHOT_STATEMENT = (
+    "self-supervised pretraining beats the random-init network and the same network trained "
+    "from scratch on the labelled shots, most at small K")
+
+
+def few_shot_arms(reports: list[dict[str, Any]], label: str, space: str
+                  ) -> dict[str, dict[str, list[Any]]]:
+    """{arm: {K: [per-seed cell]}}: the prototype accuracy of the trained model, its random
+    init and the classic features in `space`, and the supervised-from-scratch baseline."""
+    ks = list(get(reports[0], "trained", "spaces", space, "few_shot", label, "by_k"))
+    arms = {m.replace("_", " "): {k: [get(r, m, "spaces", space, "few_shot", label, "by_k", k)
+                                      for r in reports] for k in ks}
+            for m in ("trained", "random_init", "classic")}
+    arms["supervised from scratch"] = {
+        k: [get(r, "trained", "supervised_few_shot", label, "by_k", k) for r in reports]
+        for k in ks}
+    return arms
+
+
+def supervised_text(by_corpus: dict[str, list[dict[str, Any]]]) -> str:
+    """How the supervised arm was run, read from the reports, or that it was not."""
+    for reports in by_corpus.values():
+        for r in reports:
+            cfg = r["config"]["eval"]
+            if cfg.get("supervised_episodes"):
+                return (f"`raysys evaluate` with `eval.supervised_episodes="
+                        f"{cfg['supervised_episodes']}`: {cfg['supervised_epochs']} epochs over "
+                        f"the shots' windows, at least {cfg['supervised_min_steps']} Adam steps, "
+                        "no augmentation, a fresh initialisation per episode")
+    return ("not measured in this regeneration: it trains a network per episode, minutes per "
+            "evaluation on 2 cores; results.py's HEADLINE_EVALUATION turns it on")
+
+
+def few_shot_section(by_corpus: dict[str, list[dict[str, Any]]],
+                     main_of: dict[str, tuple[str, str]], plot: str) -> list[str]:
+    lines = ["## Claim: few-shot, pretrained vs random init vs supervised from scratch "
+             "(claim 4)", "",
+             f"The claim: {FEW_SHOT_STATEMENT}. On the headline runs: 5-way K-shot episodes "
+             "of the main label; the prototype head on each model's audio embedding (600 "
+             "episodes per K), and the audio encoder trained from scratch on each episode's "
+             f"shots ({supervised_text(by_corpus)}). Mean ± 95% CI over seeds. The ablations "
+             "of this claim (1- vs 3-channel input, cosine vs COLA scoring) are not run yet.",
+             "", f"![few-shot]({plot})", "",
+             "| corpus | K | trained | random init | classic | supervised from scratch | "
+             "trained − supervised (paired) | trained − random init (paired) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for corpus, reports in by_corpus.items():
+        arms = few_shot_arms(reports, *main_of[corpus])
+        for k in arms["trained"]:
+            cells = [over_seeds([as_cell(v) for v in arm[k]]) for arm in arms.values()]
+            gains = [verdict(paired_gain(list(zip(arms["trained"][k], arms[other][k],
+                                                  strict=True))))
+                     for other in ("supervised from scratch", "random init")]
+            lines.append(f"| {corpus} | {k} | " + " | ".join(cells + gains) + " |")
+    return lines + [""]
+
+
+def few_shot_plot(by_corpus: dict[str, list[dict[str, Any]]],
+                  main_of: dict[str, tuple[str, str]], path: Path) -> None:
+    """One panel per corpus: accuracy against K for the four arms, mean ± 95% CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(by_corpus), figsize=(4.2 * len(by_corpus), 3.4),
+                             squeeze=False, sharey=True)
+    for ax, (corpus, reports) in zip(axes[0], by_corpus.items(), strict=True):
+        for name, arm in few_shot_arms(reports, *main_of[corpus]).items():
+            ks = [int(k) for k in arm]
+            cells = [seed_stats([as_cell(v) for v in values]) or {"mean": np.nan, "ci95": 0.0}
+                     for values in arm.values()]
+            ax.errorbar(ks, [c["mean"] for c in cells], yerr=[c["ci95"] for c in cells],
+                        marker="o", capsize=2, label=name)
+        ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_title(f"{corpus}: {main_of[corpus][0]}, 5-way")
+        ax.set_xlabel("K (labels per class)")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

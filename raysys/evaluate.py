@@ -161,7 +161,8 @@ def supervised_baseline(meta: dict[str, Any], batches: list[dict[str, np.ndarray
     got = supervised_few_shot(make_net, windows, labels, shots=cfg.few_shot_shots,
                               ways=cfg.few_shot_ways, queries=cfg.few_shot_queries,
                               episodes=cfg.supervised_episodes, seed=cfg.seed,
-                              steps=cfg.supervised_steps)
+                              epochs=cfg.supervised_epochs,
+                              min_steps=cfg.supervised_min_steps)
     say(f"supervised from scratch: {cfg.supervised_episodes} episodes per K in "
         f"{time.perf_counter() - started:.0f} s")
     return {**got, "space": "audio"}

@@ -26,7 +26,7 @@ def linear(ways: int) -> nn.Module:
 
 def test_learns_separable_classes_and_stays_at_chance_on_noise():
     labels = np.repeat(np.arange(6), 12)
-    kw = dict(shots=[1, 5], ways=5, queries=5, episodes=8, seed=0, steps=60, lr=0.05)
+    kw = dict(shots=[1, 5], ways=5, queries=5, episodes=8, seed=0, min_steps=60, lr=0.05)
     easy = supervised_few_shot(linear, windows_of(labels, 3.0), labels, **kw)
     assert easy["ways"] == 5 and easy["chance"] == 0.2
     assert easy["by_k"]["5"]["mean"] > 0.9 and easy["by_k"]["5"]["episodes"] == 8
@@ -41,7 +41,7 @@ def test_entities_without_windows_or_label_are_left_out_and_big_k_is_skipped():
     windows: list[torch.Tensor | None] = list(windows_of(np.repeat(np.arange(3), 6), 3.0))
     windows[0], labels[1] = None, None
     got = supervised_few_shot(linear, windows, labels, shots=[1, 20], ways=5, queries=3,
-                              episodes=2, seed=1, steps=5)
+                              episodes=2, seed=1, min_steps=5, epochs=1)
     assert got["ways"] == 3 and got["by_k"]["1"]["queries"] == 3
     assert "skipped" in got["by_k"]["20"]
 
@@ -55,7 +55,7 @@ def test_each_episode_trains_a_fresh_network():
 
     labels = np.repeat(np.arange(5), 4)
     supervised_few_shot(factory, windows_of(labels, 1.0), labels, shots=[1], ways=5,
-                        queries=2, episodes=3, seed=0, steps=2)
+                        queries=2, episodes=3, seed=0, min_steps=2, epochs=1)
     assert len(made) == 3 and len({id(m) for m in made}) == 3
     assert not torch.equal(made[0].weight, made[1].weight)
 
@@ -64,4 +64,4 @@ def test_zero_episodes_is_refused_by_the_sampler():
     labels = np.repeat(np.arange(5), 4)
     with pytest.raises(ValueError, match="episodes"):
         supervised_few_shot(linear, windows_of(labels, 1.0), labels, shots=[1], ways=5,
-                            queries=2, episodes=0, seed=0, steps=2)
+                            queries=2, episodes=0, seed=0, min_steps=2)

@@ -288,10 +288,11 @@ def test_evaluate_writes_eval_json_report_and_every_plot(run, archive, capsys):
 @pytest.mark.slow
 def test_supervised_from_scratch_baseline_beside_the_prototype_curve(run, archive, tmp_path):
     result = evaluate_checkpoint(run, archive, tmp_path / "sup", overrides=[
-        "eval.supervised_episodes=2", "eval.supervised_steps=3", "eval.classic=false",
+        "eval.supervised_episodes=2", "eval.supervised_epochs=1", "eval.supervised_min_steps=3",
+        "eval.classic=false",
         "eval.sensitivity_clips=0", "eval.few_shot_shots=[1,5]"])
     block = result.report["models"]["trained"]["supervised_few_shot"]["label"]
-    assert block["space"] == "audio" and block["steps"] == 3 and block["ways"] >= 2
+    assert block["space"] == "audio" and block["min_steps"] == 3 and block["ways"] >= 2
     assert block["by_k"]["1"]["episodes"] == 2 and 0 <= block["by_k"]["1"]["mean"] <= 1
     assert "supervised_few_shot" not in result.report["models"]["random_init"]
     text = (tmp_path / "sup" / "report.md").read_text()

@@ -70,7 +70,10 @@ class EvaluationConfig(Section):
         "baseline (the audio encoder trained on each episode's K shots; raysys/eval/"
         "supervised.py); 0 = off (it trains a network per episode)",
     )
-    supervised_steps: int = Field(100, ge=1, description="Adam steps per supervised episode")
+    supervised_epochs: int = Field(10, ge=1, description="passes over the support windows "
+                                   "per supervised episode")
+    supervised_min_steps: int = Field(50, ge=1, description="at least this many Adam steps "
+                                      "per supervised episode (K = 1 has few windows)")
 
     @field_validator("label_sets", "factors")
     @classmethod

@@ -403,8 +403,9 @@ def supervised_lines(report: dict[str, Any]) -> list[str]:
                              .get("by_k", {}).get(k)) for m in report["models"].values()]
             rows.append([k, ci_cell(cell), *proto])
         lines += [f"Supervised from scratch on `{label}`, {space}: the audio encoder trained "
-                  f"on each episode's K shots alone ({got['steps']} Adam steps, no "
-                  "augmentation, fresh initialisation per episode), beside each model's "
+                  f"on each episode's K shots alone ({got['epochs']} epochs, at least "
+                  f"{got['min_steps']} Adam steps, no augmentation, fresh initialisation per "
+                  "episode), beside each model's "
                   f"prototype accuracy in the {space} space; {got['ways']}-way.", "",
                   table(["K", "supervised from scratch",
                          *[f"{n} (prototype)" for n in report["models"]]], rows), ""]
