@@ -85,10 +85,15 @@ def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
     from raysys.evaluate import evaluate_checkpoint
     from raysys.train.driver import pretrain
 
+    cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
+                               f"train.run_name=seed{seed}", *overrides])
     reused = (run / "model" / "model.json").exists()
-    if not reused:
-        cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
-                                   f"train.run_name=seed{seed}", *overrides])
+    if reused:
+        changed = changed_settings(load_config(run / "config.yaml"), cfg)
+        if changed:
+            raise SystemExit(f"results.py: {run} was trained with other settings ({changed}); "
+                             "delete it or choose another --work")
+    else:
         pretrain(cfg)
     trained = (run / "summary.json").stat().st_mtime - (run / "config.yaml").stat().st_mtime
     report = earlier_evaluation(run, evaluation)
@@ -97,6 +102,20 @@ def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
     t1 = time.perf_counter()
     report = evaluate_checkpoint(run, str(archive), run / "eval", overrides=evaluation).report
     return report, trained, time.perf_counter() - t1, reused
+
+
+def changed_settings(old: Any, new: Any) -> list[str]:
+    """Dotted config keys whose values differ between two runs' configs: not the archive and
+    output paths (they move with --work), nor settings left `auto` (resolved to this
+    machine's CPUs when the run started)."""
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix[:-1]: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
+    return sorted(k for k in a.keys() | b.keys()
+                  if k not in ("archive", "out") and b.get(k) != "auto" and a.get(k) != b.get(k))
 
 
 def earlier_evaluation(run: Path, evaluation: list[str]) -> dict[str, Any] | None:
