@@ -54,6 +54,23 @@ CLAIMS = {
              "`data.max_candidates` best per query; `data.relevance_group` puts a query next "
              "to its candidates in a batch, the same ordering for all three variants).",
     ),
+    "channels": Claim(
+        key="channels",
+        title="Three-channel audio input (claim 4's input ablation)",
+        statement="stacking log-mel, log-STFT and PCEN maps as input channels gives better "
+                  "few-shot accuracy than log-mel alone",
+        variants={"3 channels": [], "log-mel only": ["data.audio.channels=[logmel]"]},
+        favoured="3 channels",
+        decide="1-shot",
+        measures={"1-shot": ("spaces", "{space}", "few_shot", "{label}", "by_k", "1"),
+                  "5-shot": ("spaces", "{space}", "few_shot", "{label}", "by_k", "5"),
+                  "main-label NCC": ("spaces", "{space}", "labels", "{label}", "ncc"),
+                  "main-label logistic": ("spaces", "{space}", "labels", "{label}",
+                                          "logistic")},
+        note="5-way prototype episodes of the main label in the audio space (600 per K). The "
+             "random-init and classic rows are the 3-channel run's (the classic features do "
+             "not depend on the input channels).",
+    ),
 }
 
 
