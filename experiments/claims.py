@@ -133,10 +133,13 @@ def reproduced(gains: dict[str, dict[str, float] | None]) -> bool:
 
 
 def claim_section(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, Any]]]],
-                  main_of: dict[str, tuple[str, str]], plot: str) -> list[str]:
+                  main_of: dict[str, tuple[str, str]], plot: str,
+                  not_run: list[str] | None = None) -> list[str]:
     """The claim's table per corpus (variants, random init and classic) and its verdict per
     corpus. `by_corpus[corpus][variant]`: that variant's reports, one per seed."""
-    lines = [f"## Claim: {claim.title}", "", f"The claim: {claim.statement}. {claim.note}", "",
+    missing = (f" Not run on {', '.join(not_run)} in this regeneration." if not_run else "")
+    lines = [f"## Claim: {claim.title}", "",
+             f"The claim: {claim.statement}. {claim.note}{missing}", "",
              f"![{claim.key}]({plot})", "",
              "| corpus | variant | overrides | " + " | ".join(claim.measures) + " |",
              "|---|---|---|" + "---|" * len(claim.measures)]

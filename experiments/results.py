@@ -421,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         if by_corpus:
             claim_png = doc.with_name(f"{doc.stem}-{key}.png")
             claim_plot(CLAIMS[key], by_corpus, main_of, claim_png)
-            lines += claim_section(CLAIMS[key], by_corpus, main_of, claim_png.name)
+            lines += claim_section(CLAIMS[key], by_corpus, main_of, claim_png.name,
+                                   not_run=[n for n in saved if n not in by_corpus])
     doc.write_text("\n".join(lines))
     print(f"[results] wrote {doc} and its plots")
     return 0
