@@ -365,7 +365,12 @@ def header(command: str, args: argparse.Namespace, total: float, plot: str) -> l
         "Trained vs classic (one deterministic feature set): `better`/`worse` when the "
         "difference is outside the 95% CIs (|a − b| > sqrt(ci_a² + ci_b²)), else `within "
         "CI`. 1-shot and 5-shot: 5-way prototype episodes. What the figures mean for the "
-        "issue's goals: docs/learning.md.", "", f"![headline]({plot})", "",
+        "issue's goals: docs/learning.md.", "",
+        "After the per-corpus tables come the papers' claims (docs/learning.md, issue 14): "
+        "clustering by depth and few-shot against supervised training from scratch, read from "
+        "the headline runs, then each claim of experiments/claims.py that `--claims` ran "
+        "(config variants of the headline run, every seed), with a verdict paired by seed.",
+        "", f"![headline]({plot})", "",
         "| corpus | label | space | measure | trained | random init | classic | vs random "
         "init | vs classic |", "|---|---|---|---|---|---|---|---|---|",
     ]
