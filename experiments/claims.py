@@ -247,15 +247,17 @@ def depth_plot(by_corpus: dict[str, list[dict[str, Any]]], main_of: dict[str, tu
                              squeeze=False, sharey=True)
     for ax, (corpus, reports) in zip(axes[0], by_corpus.items(), strict=True):
         main, space = main_of[corpus]
-        for j, label in enumerate((main, COARSE.get(corpus, main), "random")):
+        coarse = COARSE.get(corpus, main)
+        for j, (role, label) in enumerate((("main", main), ("coarse", coarse),
+                                           ("random labels", "random"))):
             for model, style in (("trained", "-"), ("random_init", "--")):
                 cells = depth_cells(reports, model, space, label, "ncc")
                 got = [c or {"mean": np.nan, "ci95": 0.0} for c in cells.values()]
                 ax.errorbar(range(len(got)), [c["mean"] for c in got],
                             yerr=[c["ci95"] for c in got], fmt=style, marker="o", capsize=2,
-                            color=f"C{j}", label=f"{label} ({model.replace('_', ' ')})")
+                            color=f"C{j}", label=f"{role} ({model.replace('_', ' ')})")
                 ax.set_xticks(range(len(cells)), list(cells), rotation=30, fontsize=8)
-        ax.set_title(f"{corpus} ({space})")
+        ax.set_title(f"{corpus} ({space}): main {main}, coarse {coarse}", fontsize=9)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("nearest-centre accuracy")

@@ -141,8 +141,8 @@ def run_seconds(times: dict[str, float]) -> float:
 
 
 def reused_text(times: dict[str, Any]) -> str:
-    return (f"; {times['reused']} trained by an earlier call with the same settings, "
-            "evaluated again" if times.get("reused") else "")
+    return (f"; {times['reused']} trained by an earlier call with the same settings, their "
+            "own training time counted" if times.get("reused") else "")
 
 
 def build_text(times: dict[str, float]) -> str:
