@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from panels import panels, save
 from seedstats import as_cell, get, over_seeds, paired_gain, seed_stats, verdict
 
 RELEVANCE = ("retrieval", "relevance")
@@ -87,14 +88,8 @@ def claim_plot(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, Any]]
                main_of: dict[str, tuple[str, str]], path: Path) -> None:
     """One panel per corpus: the deciding measure of every variant, the random init and the
     classic features (mean ± 95% CI over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(by_corpus), figsize=(3.6 * len(by_corpus), 3.2),
-                             squeeze=False, sharey=True)
-    for ax, (corpus, variants) in zip(axes[0], by_corpus.items(), strict=True):
+    fig, axes = panels(len(by_corpus), 3.6, 3.2)
+    for ax, (corpus, variants) in zip(axes, by_corpus.items(), strict=True):
         decide = resolve(claim.measures[claim.decide], *main_of[corpus])
         first = next(iter(variants.values()))
         bars = {**{v: [get(r, "trained", *decide) for r in reports]
@@ -111,10 +106,8 @@ def claim_plot(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, Any]]
         ax.set_title(corpus)
         ax.set_ylim(min(0.5, np.nanmin([c["mean"] for c in cells]) - 0.05), 1.0)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel(f"{claim.decide} (mean ± 95% CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[0].set_ylabel(f"{claim.decide} (mean ± 95% CI)")
+    save(fig, path)
 
 
 def favoured_gains(claim: Claim, variants: dict[str, list[dict[str, Any]]],
@@ -238,14 +231,8 @@ def depth_plot(by_corpus: dict[str, list[dict[str, Any]]], main_of: dict[str, tu
                path: Path) -> None:
     """One panel per corpus: NCC against depth for the main label, the coarse label and the
     random control (trained solid, random init dashed), mean ± 95% CI over seeds."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(by_corpus), figsize=(4.2 * len(by_corpus), 3.4),
-                             squeeze=False, sharey=True)
-    for ax, (corpus, reports) in zip(axes[0], by_corpus.items(), strict=True):
+    fig, axes = panels(len(by_corpus), 4.2, 3.4)
+    for ax, (corpus, reports) in zip(axes, by_corpus.items(), strict=True):
         main, space = main_of[corpus]
         coarse = COARSE.get(corpus, main)
         for j, (role, label) in enumerate((("main", main), ("coarse", coarse),
@@ -260,11 +247,9 @@ def depth_plot(by_corpus: dict[str, list[dict[str, Any]]], main_of: dict[str, tu
         ax.set_title(f"{corpus} ({space}): main {main}, coarse {coarse}", fontsize=9)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("nearest-centre accuracy")
-    axes[0][0].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[0].set_ylabel("nearest-centre accuracy")
+    axes[0].legend(fontsize=6)
+    save(fig, path)
 
 
 # -- claim 4: few-shot, pretrained vs random init vs supervised from scratch -----------------
@@ -329,14 +314,8 @@ def few_shot_section(by_corpus: dict[str, list[dict[str, Any]]],
 def few_shot_plot(by_corpus: dict[str, list[dict[str, Any]]],
                   main_of: dict[str, tuple[str, str]], path: Path) -> None:
     """One panel per corpus: accuracy against K for the four arms, mean ± 95% CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(by_corpus), figsize=(4.2 * len(by_corpus), 3.4),
-                             squeeze=False, sharey=True)
-    for ax, (corpus, reports) in zip(axes[0], by_corpus.items(), strict=True):
+    fig, axes = panels(len(by_corpus), 4.2, 3.4)
+    for ax, (corpus, reports) in zip(axes, by_corpus.items(), strict=True):
         for name, arm in few_shot_arms(reports, *main_of[corpus]).items():
             ks = [int(k) for k in arm]
             cells = [seed_stats([as_cell(v) for v in values]) or {"mean": np.nan, "ci95": 0.0}
@@ -349,8 +328,6 @@ def few_shot_plot(by_corpus: dict[str, list[dict[str, Any]]],
         ax.set_xlabel("K (labels per class)")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("accuracy")
-    axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7)
+    save(fig, path)

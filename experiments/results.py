@@ -39,6 +39,7 @@ from claims import (
     few_shot_section,
     variant_dir,
 )
+from panels import panels, save
 from seedstats import get, over_seeds, paired_gain, seed_stats, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -201,15 +202,9 @@ def paired_verdict(reports: list[dict[str, Any]], space: str, label: str, measur
 
 def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> None:
     """One panel per corpus: each headline measure's mean and 95% CI for the three models."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(by_corpus), figsize=(4.2 * len(by_corpus), 3.4),
-                             squeeze=False, sharey=True)
+    fig, axes = panels(len(by_corpus), 4.2, 3.4)
     width = 0.27
-    for ax, (name, reports) in zip(axes[0], by_corpus.items(), strict=True):
+    for ax, (name, reports) in zip(axes, by_corpus.items(), strict=True):
         cells = headline_cells(reports)
         x = np.arange(len(cells))
         for i, model in enumerate(MODELS):
@@ -220,12 +215,10 @@ def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> Non
         ax.set_title(f"{name}: {next(iter(reports[0]['label_sets']))}, {main_space(reports[0])}")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].set_ylabel("accuracy (mean ± 95% CI over seeds)")
-    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper center", ncol=len(MODELS),
+    axes[0].set_ylabel("accuracy (mean ± 95% CI over seeds)")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center", ncol=len(MODELS),
                fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path, top=0.93)
 
 
 def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, float]) -> list[str]:

@@ -123,6 +123,15 @@ def few_shot_curve(x: np.ndarray, y: np.ndarray, cfg: EvaluationConfig) -> dict[
     return out
 
 
+def too_few_per_class(y: np.ndarray) -> str | None:
+    """Why a label set is skipped: more classes than a third of its entities; else None."""
+    classes = np.unique(y).size
+    if classes > max(2, len(y) // 3):
+        return (f"{classes} classes among {len(y)} entities: too few samples per class for "
+                "k-fold or episodes")
+    return None
+
+
 def _labelled(frame: pd.DataFrame, column: str, keep: np.ndarray) -> np.ndarray:
     return keep & frame[column].notna().to_numpy()
 
@@ -134,9 +143,8 @@ def measure_space(x: np.ndarray, keep: np.ndarray, labels: pd.DataFrame,
     for name, column in label_sets.items():
         rows = _labelled(labels, column, keep)
         y = labels[column].to_numpy()[rows]
-        if np.unique(y).size > max(2, rows.sum() // 3):
-            reason = (f"{np.unique(y).size} classes among {int(rows.sum())} entities: too few "
-                      "samples per class for k-fold or episodes")
+        reason = too_few_per_class(y)
+        if reason:
             out["labels"][name] = out["few_shot"][name] = {"skipped": reason}
             continue
         out["labels"][name] = _guard(kfold_classification, x[rows], y, folds=cfg.folds,
@@ -171,9 +179,9 @@ def depth_clustering(spaces: Spaces, labels: pd.DataFrame, label_sets: dict[str,
             for name, y in columns.items():
                 rows = keep & pd.notna(y)
                 yy = np.asarray(y[rows].tolist())
-                if np.unique(yy).size > max(2, rows.sum() // 3):
-                    row[name] = {"skipped": f"{np.unique(yy).size} classes among "
-                                            f"{int(rows.sum())} entities"}
+                reason = too_few_per_class(yy)
+                if reason:
+                    row[name] = {"skipped": reason}
                     continue
                 got = _guard(kfold_classification, x[rows], yy, folds=cfg.folds,
                              seed=cfg.seed, classifiers=("ncc",))
