@@ -389,6 +389,31 @@ def test_tdnn_keeps_frequency_until_the_frame_statistics() -> None:
         model.encoders["audio"](torch.randn(2, C, F + 1, T))
 
 
+def test_tdnn_aggregate_all_pools_the_statistics_of_every_frame_layer() -> None:
+    """ECAPA-style aggregation: mean and std over frames of each frame layer's output,
+    concatenated, then one Linear; checked against the layers run by hand."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(embed_dim=8, proj_hidden=16,
+                      audio={"kind": "tdnn", "widths": [12, 10, 6], "aggregate": "all"})
+    model = MultiViewModel(cfg, ModelInputs(("audio",), C, audio_bins=F))
+    encoder = model.encoders["audio"]
+    x = torch.randn(3, C, F, T)
+    frames = x.flatten(1, 2)
+    l1 = encoder.trunk[1][0](frames)
+    l2 = encoder.trunk[1][1](l1)
+    l3 = encoder.last.layer(l2)
+    stacked = torch.cat([l1, l2, l3], dim=1)
+    stats = torch.cat([stacked.mean(-1), stacked.std(-1, unbiased=False)], dim=1)
+    assert stats.shape == (3, 2 * (12 + 10 + 6))
+    torch.testing.assert_close(encoder(x), encoder.last.out(stats))
+    layers = encoder.layer_features(x)
+    assert list(layers) == ["layer1", "layer2"]
+    torch.testing.assert_close(layers["layer1"], l1.mean(-1))
+    torch.testing.assert_close(layers["layer2"], l2.mean(-1))
+    with pytest.raises(ValueError, match="aggregate=all .* needs kind=tdnn"):
+        ModelConfig(audio={"kind": "cnn", "aggregate": "all"})
+
+
 @pytest.mark.parametrize("share", [0.0, 0.25])
 def test_cross_backprop_scales_what_the_cross_head_sends_to_the_encoder(share: float) -> None:
     full = make_model(cross_head=True, cross_backprop=1.0)

@@ -22,8 +22,11 @@ The x-vector frame-level network (Snyder et al., "X-vectors: robust DNN embeddin
 recognition", 2018): each frame's whole spectral vector (C * F values) is one input vector, and
 each width is a 1-D convolution over time (kernel 5, then kernel 3 with dilation 2, 3, ...),
 GroupNorm, ReLU; then the mean and standard deviation over frames and a Linear to
-`widths[-1]`. Frequency is never pooled: what distinguishes voices and instruments (the spectral
-envelope and how it moves) reaches the pooling intact. On the one-word speech corpus
+`widths[-1]`. With `aggregate: all` the statistics are taken over every frame layer's output,
+concatenated (the multi-layer feature aggregation of ECAPA-TDNN, Desplanques et al. 2020):
+the first layer, which separates speakers best (docs/learning.md, claim 3), reaches the
+embedding directly. Frequency is never pooled: what distinguishes voices and instruments (the
+spectral envelope and how it moves) reaches the pooling intact. On the one-word speech corpus
 at random init, `raysys evaluate` found the speaker with a logistic probe on the backbone at
 0.89 (the CNN: 0.61; mean MFCC statistics: 0.92), on the invariant head at 0.69 (CNN: 0.53)
 (docs/learning.md). Parameters: 5 * C * F * w0 + sum 3 * w_i * w_i+1
@@ -35,7 +38,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raysys.models.base import StagedEncoder, group_norm
+from raysys.models.base import LayerStack, StagedEncoder, group_norm
 from raysys.models.config import AudioEncoderConfig
 
 
@@ -109,8 +112,24 @@ def frame_layer(c_in: int, c_out: int, index: int) -> nn.Sequential:
     return nn.Sequential(conv, group_norm(c_out), nn.ReLU())
 
 
+class AggregatedLast(nn.Module):
+    """Last frame layer on the newest `width_in` channels of the stacked trunk output, then the
+    frame statistics of everything (trunk layers and last layer) and a Linear."""
+
+    def __init__(self, layer: nn.Module, width_in: int, stacked: int, width: int) -> None:
+        super().__init__()
+        self.width_in = width_in
+        self.layer, self.stats = layer, FrameStats()
+        self.out = nn.Linear(2 * (stacked + width), width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        last = self.layer(h[:, -self.width_in:])
+        return self.out(self.stats(torch.cat([h, last], dim=1)))
+
+
 class AudioTDNN(StagedEncoder):
-    """x-vector frame layers over `[N, C*F, T]`; `last` = last frame layer + stats + Linear."""
+    """x-vector frame layers over `[N, C*F, T]`; `last` = last frame layer + stats + Linear
+    (with `aggregate: all`, the stats of every frame layer: `LayerStack` + `AggregatedLast`)."""
 
     def __init__(self, cfg: AudioEncoderConfig, in_channels: int, n_bins: int) -> None:
         super().__init__()
@@ -121,9 +140,13 @@ class AudioTDNN(StagedEncoder):
         assert cfg.widths is not None
         widths = [in_channels * n_bins, *cfg.widths]
         layers = [frame_layer(widths[i], widths[i + 1], i) for i in range(len(cfg.widths))]
-        self.trunk = nn.Sequential(nn.Flatten(1, 2), *layers[:-1])
         w = cfg.widths[-1]
-        self.last = nn.Sequential(layers[-1], FrameStats(), nn.Linear(2 * w, w))
+        if cfg.aggregate == "all":
+            self.trunk = nn.Sequential(nn.Flatten(1, 2), LayerStack(*layers[:-1]))
+            self.last = AggregatedLast(layers[-1], widths[-2], sum(cfg.widths[:-1]), w)
+        else:
+            self.trunk = nn.Sequential(nn.Flatten(1, 2), *layers[:-1])
+            self.last = nn.Sequential(layers[-1], FrameStats(), nn.Linear(2 * w, w))
         self.out_dim = w
 
     def check(self, x: torch.Tensor) -> None:  # type: ignore[override]

@@ -45,6 +45,18 @@ def _is_layer(module: nn.Module) -> bool:
     return not isinstance(module, NORMS) and any(True for _ in module.parameters())
 
 
+class LayerStack(nn.Sequential):
+    """Runs its layers in order and returns every layer's output concatenated over channels
+    (`[N, sum of widths, T]`); iterating it still gives the layers one by one."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = []
+        for layer in self:
+            x = layer(x)
+            outputs.append(x)
+        return torch.cat(outputs, dim=1)
+
+
 class StagedEncoder(nn.Module):
     """`forward(x) = last(trunk(x))`; subclasses set `trunk`, `last` and `out_dim`."""
 
@@ -63,13 +75,26 @@ class StagedEncoder(nn.Module):
         """`{layer1, layer2, ...}`: the output of each trunk layer with parameters (not a norm),
         averaged over every axis after the channels (`[N, C]`); evaluation reads how class
         structure grows with depth (then the backbone and the heads). A trunk that is not a
-        Sequential of layers, or whose output is not a tensor, is one step or none."""
+        Sequential of layers, or whose output is not a tensor, is one step or none; the members of
+        a `LayerStack` count one by one."""
         self.check(x)
         layers = list(self.trunk) if isinstance(self.trunk, nn.Sequential) else [self.trunk]
         out: dict[str, torch.Tensor] = {}
-        h = x
-        for layer in layers:
+
+        def run(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
             h = layer(h)
             if isinstance(h, torch.Tensor) and _is_layer(layer):
                 out[f"layer{len(out) + 1}"] = h.flatten(2).mean(-1) if h.dim() > 2 else h
+            return h
+
+        h = x
+        for layer in layers:
+            if isinstance(layer, LayerStack):
+                stacked = []
+                for member in layer:
+                    h = run(member, h)
+                    stacked.append(h)
+                h = torch.cat(stacked, dim=1)
+            else:
+                h = run(layer, h)
         return out

@@ -41,11 +41,19 @@ class AudioEncoderConfig(Section):
         "global: mean over frequency and time (loses where in frequency energy lies)",
     )
     freq_bands: int = Field(8, ge=1, description="frequency bands kept by pool=time (cnn)")
+    aggregate: Literal["last", "all"] = Field(
+        "last", description="tdnn: the frame statistics of the last frame layer, or of every "
+        "frame layer concatenated (ECAPA's multi-layer aggregation: what the first layers see "
+        "of the spectrum reaches the embedding)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
         if self.widths is None:
             self.widths = list(AUDIO_WIDTHS[self.kind])
+        if self.aggregate == "all" and self.kind != "tdnn":
+            raise ValueError("aggregate=all concatenates frame layers: it needs kind=tdnn "
+                             f"(got kind={self.kind})")
         if any(w < 1 for w in self.widths):
             raise ValueError(f"widths must all be >= 1 (got {self.widths})")
         return self
