@@ -244,6 +244,9 @@ def test_aug_params_cover_every_record():
     records = {
         ("audio", "gain"): A.gain(wave, rng(), (0, 1))[1],
         ("audio", "noise"): A.noise(wave, rng(), (0, 1))[1],
+        ("audio", "eq"): A.eq(wave, rng(), SR, (-3, 3), (-8, 8), (300, 4000))[1],
+        ("audio", "band"): A.band(wave, rng(), SR, (20, 400), (3000, 7000))[1],
+        ("audio", "reverb"): A.reverb(wave, rng(), SR, (0.1, 0.5), (0.1, 0.5))[1],
         ("audio", "pitch_shift"): A.pitch_shift(wave, rng(), (1, 2))[1],
         ("audio", "time_stretch"): A.time_stretch(wave, rng(), (1, 2), 100)[1],
         ("audio", "time_mask"): A.time_mask(feats, rng(), 0.5)[1],
@@ -274,3 +277,42 @@ def test_eq_matches_its_formula_on_sines():
     out, record = A.eq(x, np.random.default_rng(0), sr, (-3, 3), (-8, 8), (300, 4000))
     assert set(record) == {"tilt_db", "peak_db", "peak_hz"} and 300 <= record["peak_hz"] <= 4000
     assert torch.allclose(out, A.apply_eq(x, sr, *record.values()))
+
+
+def test_band_passes_the_band_attenuates_outside_and_never_clips():
+    """apply_band: 0 dB inside the band, -3 dB at each corner, -24 dB two octaves outside
+    (2nd order per edge), and a loud in-band sine passes at its level (no clipping to 1)."""
+    rms_db = lambda x: 20 * torch.log10(x[SR // 4:].pow(2).mean().sqrt())  # noqa: E731
+    for hz, want in ((1000, 0.0), (200, -3.0), (4000, -3.0), (50, -24.0)):
+        x = sine(hz, amp=3.0)
+        got = float(rms_db(A.apply_band(x, SR, 200.0, 4000.0)) - rms_db(x))
+        assert got == pytest.approx(want, abs=1.0 if want > -10 else 2.0), hz
+    loud = A.apply_band(sine(1000, amp=3.0), SR, 200.0, 4000.0)
+    assert loud.abs().max() > 2.9 and loud.dtype == torch.float32
+    x = sine(440)
+    out, record = A.band(x, rng(3), SR, (20, 400), (3000, 7000))
+    assert 20 <= record["highpass_hz"] <= 400 and 3000 <= record["lowpass_hz"] <= 7000
+    torch.testing.assert_close(out, A.apply_band(x, SR, *record.values()))
+    draws = [A.band(x, rng(s), SR, (20, 400), (3000, 7000))[1]["highpass_hz"] for s in range(400)]
+    assert 0.4 < np.mean(np.array(draws) < math.sqrt(20 * 400)) < 0.6  # log-uniform: median
+
+
+def test_reverb_response_decays_by_60_db_at_rt60_and_the_mix_is_recorded():
+    """room_response: unit energy, the Schroeder energy decay crosses -60 dB near rt60;
+    apply_reverb: wet = 0 is the dry signal, wet = 1 the convolution (tail cut)."""
+    rt60 = 0.4
+    ir = A.room_response(rt60, SR, rng(0).standard_normal(round(rt60 * SR)))
+    assert float(ir.pow(2).sum()) == pytest.approx(1.0, rel=1e-5)
+    decay = 10 * np.log10(np.cumsum(ir.numpy()[::-1] ** 2)[::-1])
+    t20 = np.argmax(decay < -20.0) / SR  # a -20 dB point extrapolated (T20), as rooms are measured
+    assert 3 * t20 == pytest.approx(rt60, rel=0.15)
+    x = sine(440)
+    torch.testing.assert_close(A.apply_reverb(x, ir, 0.0), x)
+    full = np.convolve(x.numpy(), ir.numpy())[: x.numel()]
+    np.testing.assert_allclose(A.apply_reverb(x, ir, 1.0).numpy(), full, atol=1e-4)
+    out, record = A.reverb(x, rng(5), SR, (0.1, 0.5), (0.1, 0.5))
+    assert 0.1 <= record["rt60"] <= 0.5 and 0.1 <= record["wet"] <= 0.5 and out.shape == x.shape
+    again = rng(5)
+    rt60_, wet_ = again.uniform(0.1, 0.5), again.uniform(0.1, 0.5)
+    ir_ = A.room_response(rt60_, SR, again.standard_normal(max(1, round(rt60_ * SR))))
+    torch.testing.assert_close(out, A.apply_reverb(x, ir_, wet_))

@@ -44,7 +44,8 @@ def build(vb: ViewBuilder, entity: int = 7, epoch: int = 0, **sources) -> dict:
 def no_aug(**overrides) -> dict:
     """Augment section with every augmentation off except `overrides` (p values)."""
     audio = {k: 0.0 for k in ("gain_p", "noise_p", "pitch_shift_p", "time_stretch_p",
-                              "time_mask_p", "freq_mask_p", "crop_p", "eq_p")}
+                              "time_mask_p", "freq_mask_p", "crop_p", "eq_p", "band_p",
+                              "reverb_p")}
     image = {"crop_p": 0.0, "flip_p": 0.0, "color_p": 0.0}
     tabular = {"corrupt_p": 0.0, "window_p": 0.0}
     for key, value in overrides.items():
@@ -204,6 +205,23 @@ def test_time_mask_record_matches_zeroed_frames():
             np.testing.assert_array_equal(zero_frames, np.arange(start, start + width))
         else:
             assert zero_frames.size == 0
+
+
+def test_room_and_band_augmentations_are_recorded_and_off_by_default():
+    """reverb_p / band_p = 1: every view records its room and band (within the configured
+    ranges); at their default 0 nothing is recorded and the other draws are unchanged."""
+    on = builder(views_per_modality=3, augment=no_aug(audio__reverb_p=1.0, audio__band_p=1.0))
+    row = build(on)
+    assert row["aug.audio.reverb.applied"].all() and row["aug.audio.band.applied"].all()
+    assert ((row["aug.audio.reverb.rt60"] >= 0.1) & (row["aug.audio.reverb.rt60"] <= 0.8)).all()
+    assert ((row["aug.audio.band.lowpass_hz"] >= 3000)
+            & (row["aug.audio.band.lowpass_hz"] <= 7500)).all()
+    assert len(set(row["aug.audio.reverb.rt60"].tolist())) == 3  # each view its own room
+    default = build(builder(views_per_modality=3))
+    assert not default["aug.audio.reverb.applied"].any()
+    assert not default["aug.audio.band.applied"].any()
+    with pytest.raises(ValueError, match="low-pass corner must stay below sample_rate/2"):
+        DataConfig(sample_rate=8000, augment={"audio": {"band_p": 0.5}})
 
 
 def test_tabular_window_record_gives_the_offset():

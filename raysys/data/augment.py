@@ -5,9 +5,10 @@ Each sampling augmentation takes an explicit `numpy.random.Generator` and return
 values used, so LOEV heads can tell which views share (or lack) an augmentation. The `apply_*`
 functions are the deterministic operations with explicit parameters.
 
-Audio runs on the mono float32 waveform `[L]` (crop, time stretch, pitch shift, gain, noise)
-and then on the features `[C, F, T]` (time/frequency masking). Images are uint8 `[3, H, W]`
-tensors (crop, flip), then float `[3, H, W]` in [0, 1] (colour). Tabular works on a window
+Audio runs on the mono float32 waveform `[L]` (crop, time stretch, pitch shift, room reverb,
+gain, noise, microphone eq and band limit) and then on the features `[C, F, T]`
+(time/frequency masking). Images are uint8 `[3, H, W]` tensors (crop, flip), then float
+`[3, H, W]` in [0, 1] (colour). Tabular works on a window
 (num, num_mask, cat, row_mask) from `raysys.data.features.window_of`.
 """
 
@@ -17,6 +18,7 @@ import functools
 import math
 
 import numpy as np
+import scipy.signal
 import torch
 import torchaudio
 import torchaudio.functional as AF
@@ -35,6 +37,8 @@ AUG_PARAMS: dict[str, dict[str, tuple[str, ...]]] = {
         "gain": ("db",),
         "noise": ("snr_db",),
         "eq": ("tilt_db", "peak_db", "peak_hz"),  # dB per octave, dB, Hz
+        "band": ("highpass_hz", "lowpass_hz"),  # corner frequencies of the band limit
+        "reverb": ("rt60", "wet"),  # seconds to -60 dB, share of the reverberant signal
         "time_mask": ("start", "width"),  # fractions of T
         "freq_mask": ("start", "width"),  # fractions of F
     },
@@ -226,6 +230,54 @@ def eq(
     hz = math.exp(uniform(rng, (lo, hi)))
     return (apply_eq(wave, sample_rate, tilt, peak, hz),
             {"tilt_db": tilt, "peak_db": peak, "peak_hz": hz})
+
+
+def apply_band(wave: torch.Tensor, sample_rate: int, highpass_hz: float,
+               lowpass_hz: float) -> torch.Tensor:
+    """A band-limited channel: scipy's 2nd-order Butterworth band-pass between `highpass_hz`
+    and `lowpass_hz` (12 dB/octave outside; causal, no clipping); length kept."""
+    sos = scipy.signal.butter(2, [highpass_hz, lowpass_hz], btype="bandpass", fs=sample_rate,
+                              output="sos")
+    out = scipy.signal.sosfilt(sos, wave.numpy().astype(np.float64))
+    return torch.from_numpy(out.astype(np.float32))
+
+
+def band(
+    wave: torch.Tensor, rng: np.random.Generator, sample_rate: int,
+    highpass_range: tuple[float, float], lowpass_range: tuple[float, float],
+) -> tuple[torch.Tensor, Record]:
+    """Random band limit (apply_band), corners drawn log-uniformly: what a telephone line, a
+    cheap microphone or a lossy codec leaves of the spectrum. Two crops of one recording share
+    its band limit; this makes it useless as a contrastive shortcut."""
+    hp, lp = (math.exp(uniform(rng, (math.log(lo), math.log(hi))))
+              for lo, hi in (highpass_range, lowpass_range))
+    return apply_band(wave, sample_rate, hp, lp), {"highpass_hz": hp, "lowpass_hz": lp}
+
+
+def room_response(rt60: float, sample_rate: int, noise: np.ndarray) -> torch.Tensor:
+    """A synthetic room impulse response: `noise` (rt60 * sample_rate draws) under an
+    exponential decay reaching -60 dB at `rt60` seconds, scaled to unit energy."""
+    t = np.arange(noise.size) / sample_rate
+    ir = noise * np.exp(-6.9 * t / rt60)
+    return torch.from_numpy((ir / (np.sqrt(np.sum(ir**2)) + 1e-12)).astype(np.float32))
+
+
+def apply_reverb(wave: torch.Tensor, ir: torch.Tensor, wet: float) -> torch.Tensor:
+    """`(1 - wet) * wave + wet * (wave convolved with ir)`, length kept (the tail is cut)."""
+    reverberant = AF.fftconvolve(wave, ir)[..., : wave.shape[-1]]
+    return (1.0 - wet) * wave + wet * reverberant
+
+
+def reverb(
+    wave: torch.Tensor, rng: np.random.Generator, sample_rate: int,
+    rt60_range: tuple[float, float], wet_range: tuple[float, float],
+) -> tuple[torch.Tensor, Record]:
+    """Another room: a synthetic response with RT60 ~ U(rt60_range) s (room_response) mixed in
+    at a share ~ U(wet_range). Two crops of one recording share its room."""
+    rt60, wet = uniform(rng, rt60_range), uniform(rng, wet_range)
+    noise = rng.standard_normal(max(1, round(rt60 * sample_rate)))
+    return apply_reverb(wave, room_response(rt60, sample_rate, noise), wet), {"rt60": rt60,
+                                                                              "wet": wet}
 
 
 # ----------------------------------------------------------------------------------------------

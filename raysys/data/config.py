@@ -67,6 +67,20 @@ class AudioAugment(Section):
     eq_tilt_db: tuple[float, float] = Field((-3.0, 3.0), description="dB per octave at 1 kHz")
     eq_peak_db: tuple[float, float] = Field((-8.0, 8.0), description="resonance (+) / notch (-)")
     eq_peak_hz: tuple[float, float] = Field((300.0, 4000.0), description="its centre, Hz")
+    band_p: float = Field(0.0, ge=0, le=1, description="random band limit (high-pass and "
+                          "low-pass), so two views do not share the recording's bandwidth; "
+                          "0 = off")
+    band_highpass_hz: tuple[float, float] = Field((20.0, 400.0), description="high-pass corner, "
+                                                  "drawn log-uniformly, Hz")
+    band_lowpass_hz: tuple[float, float] = Field((3000.0, 7500.0), description="low-pass "
+                                                 "corner, drawn log-uniformly, Hz (below "
+                                                 "sample_rate / 2)")
+    reverb_p: float = Field(0.0, ge=0, le=1, description="another room: a synthetic room "
+                            "response mixed in, so two views do not share the recording's "
+                            "room; 0 = off")
+    reverb_rt60: tuple[float, float] = Field((0.1, 0.8), description="seconds to -60 dB")
+    reverb_wet: tuple[float, float] = Field((0.05, 0.5), description="share of the "
+                                            "reverberant signal in the mix")
     pitch_shift_semitones: tuple[float, float] = (-4.0, 4.0)
     pitch_shift_p: float = Field(0.5, ge=0, le=1)
     time_stretch_rate: tuple[float, float] = (0.7, 1.3)
@@ -97,6 +111,10 @@ class AudioAugment(Section):
         _check_range("eq_tilt_db", self.eq_tilt_db, None, None)
         _check_range("eq_peak_db", self.eq_peak_db, None, None)
         _check_range("eq_peak_hz", self.eq_peak_hz, 1.0, None)
+        _check_range("band_highpass_hz", self.band_highpass_hz, 1.0, None)
+        _check_range("band_lowpass_hz", self.band_lowpass_hz, 1.0, None)
+        _check_range("reverb_rt60", self.reverb_rt60, 0.01, 10.0)
+        _check_range("reverb_wet", self.reverb_wet, 0.0, 1.0)
         _check_range("pitch_shift_semitones", self.pitch_shift_semitones, -24.0, 24.0)
         _check_range("time_stretch_rate", self.time_stretch_rate, 0.25, 4.0)
         if self.vocoder_hop > self.vocoder_n_fft:
@@ -216,3 +234,7 @@ class DataConfig(Section):
             )
         if a.hop_length > a.n_fft:
             raise ValueError(f"audio.hop_length={a.hop_length} exceeds audio.n_fft={a.n_fft}")
+        band = self.augment.audio
+        if band.band_p > 0 and band.band_lowpass_hz[1] >= nyquist:
+            raise ValueError(f"augment.audio.band_lowpass_hz={list(band.band_lowpass_hz)}: the "
+                             f"low-pass corner must stay below sample_rate/2 = {nyquist}")

@@ -229,13 +229,20 @@ class ViewBuilder:
             segment, log["pitch_shift"] = A.pitch_shift(
                 segment, rng, a.pitch_shift_semitones, a.pitch_shift_ratio_base, *vocoder
             )
+        sr = self.cfg.sample_rate
+        # no draw when an augmentation added later is off: the other streams stay unchanged
+        if a.reverb_p > 0 and A.maybe(rng, a.reverb_p):
+            segment, log["reverb"] = A.reverb(segment, rng, sr, a.reverb_rt60, a.reverb_wet)
         if A.maybe(rng, a.gain_p):
             segment, log["gain"] = A.gain(segment, rng, a.gain_db)
         if A.maybe(rng, a.noise_p):
             segment, log["noise"] = A.noise(segment, rng, a.noise_snr_db)
-        if a.eq_p > 0 and A.maybe(rng, a.eq_p):  # no draw when off: other streams unchanged
-            segment, log["eq"] = A.eq(segment, rng, self.cfg.sample_rate, a.eq_tilt_db,
-                                      a.eq_peak_db, a.eq_peak_hz)
+        if a.eq_p > 0 and A.maybe(rng, a.eq_p):
+            segment, log["eq"] = A.eq(segment, rng, sr, a.eq_tilt_db, a.eq_peak_db,
+                                      a.eq_peak_hz)
+        if a.band_p > 0 and A.maybe(rng, a.band_p):
+            segment, log["band"] = A.band(segment, rng, sr, a.band_highpass_hz,
+                                          a.band_lowpass_hz)
         return segment
 
     def _audio_feature_chain(
