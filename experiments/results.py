@@ -96,13 +96,23 @@ def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
                              "delete it or choose another --work")
     else:
         pretrain(cfg)
-    trained = (run / "summary.json").stat().st_mtime - (run / "config.yaml").stat().st_mtime
+    trained = training_seconds(run)
     report = earlier_evaluation(run, evaluation)
     if report is not None:
         return report, trained, float(report["seconds"]), reused
     t1 = time.perf_counter()
     report = evaluate_checkpoint(run, str(archive), run / "eval", overrides=evaluation).report
     return report, trained, time.perf_counter() - t1, reused
+
+
+def training_seconds(run: Path) -> float:
+    """The run's training time: summary.json's `seconds`; a run from before it was recorded:
+    from config.yaml's write (at the start) to summary.json's (at the end)."""
+    summary = run / "summary.json"
+    seconds = json.loads(summary.read_text()).get("seconds")
+    if seconds is not None:
+        return float(seconds)
+    return summary.stat().st_mtime - (run / "config.yaml").stat().st_mtime
 
 
 def changed_settings(old: Any, new: Any) -> list[str]:

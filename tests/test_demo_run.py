@@ -35,6 +35,7 @@ def test_demo_end_to_end(ray_session, tmp_path, capsys):
     assert any((run / "tensorboard").iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert Path(summary["checkpoint"]).name == "step_00000006"
+    assert 0 < summary["seconds"] < 900  # the training's own wall time
 
     report = json.loads((run / "eval" / "eval.json").read_text())
     meta = json.loads((run / "model" / "model.json").read_text())

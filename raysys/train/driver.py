@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,7 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None,
     RAY_ADDRESS, else a new local instance) is joined and the run is fitted to its resources."""
     from raysys.runtime import init_ray
 
+    started = time.monotonic()
     pipe = prepare(cfg, info)
     step = resume_step(cfg, pipe)
     if step >= cfg.train.steps:
@@ -187,6 +189,7 @@ def pretrain(cfg: RaysysConfig, address: str | None = None, info: Any = None,
         "steps": meta["step"],
         "metrics": str(out / "metrics.jsonl"),
         "final_metrics": last_training_record(out),
+        "seconds": round(time.monotonic() - started, 1),  # this call's (a resumption: since then)
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
