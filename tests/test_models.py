@@ -38,7 +38,7 @@ def make_batch(seed: int = 0, b: int = B) -> HeteroBatch:
 def make_model(**overrides) -> MultiViewModel:
     torch.manual_seed(0)
     cfg = ModelConfig(embed_dim=8, proj_hidden=16, **overrides)
-    inputs = ModelInputs(("audio", "image", "tabular"), C, FN, CARDS, W)
+    inputs = ModelInputs(("audio", "image", "tabular"), C, FN, CARDS, W, audio_bins=F)
     return MultiViewModel(cfg, inputs)
 
 
@@ -137,8 +137,10 @@ def test_embed_matches_forward_and_is_normalised() -> None:
         model.embed("image", batch.views["image"], head="nope")
 
 
-def test_loev_plus_plus_branches_are_independent() -> None:
-    model = make_model(loev_heads=["pitch_shift", "time_stretch"], loev_plus_plus=True)
+@pytest.mark.parametrize("audio", [{}, {"kind": "tdnn", "widths": [12, 10, 6], "aggregate": "all"}])
+def test_loev_plus_plus_branches_are_independent(audio: dict) -> None:
+    model = make_model(loev_heads=["pitch_shift", "time_stretch"], loev_plus_plus=True,
+                       audio=audio)
     base = model.encoders["audio"].last
     b1, b2 = model.branches["pitch_shift"]["audio"], model.branches["time_stretch"]["audio"]
     ptrs = lambda mod: {p.data_ptr() for p in mod.parameters()}
