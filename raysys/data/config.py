@@ -234,7 +234,7 @@ class DataConfig(Section):
             )
         if a.hop_length > a.n_fft:
             raise ValueError(f"audio.hop_length={a.hop_length} exceeds audio.n_fft={a.n_fft}")
-        band = self.augment.audio
-        if band.band_p > 0 and band.band_lowpass_hz[1] >= nyquist:
-            raise ValueError(f"augment.audio.band_lowpass_hz={list(band.band_lowpass_hz)}: the "
+        aug = self.augment.audio
+        if aug.band_p > 0 and aug.band_lowpass_hz[1] >= nyquist:
+            raise ValueError(f"augment.audio.band_lowpass_hz={list(aug.band_lowpass_hz)}: the "
                              f"low-pass corner must stay below sample_rate/2 = {nyquist}")

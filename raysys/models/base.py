@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,12 +50,16 @@ class LayerStack(nn.Sequential):
     """Runs its layers in order and returns every layer's output concatenated over channels
     (`[N, sum of widths, T]`); iterating it still gives the layers one by one."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
+    def outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's output, in order (each layer takes the previous one's)."""
+        out = []
         for layer in self:
             x = layer(x)
-            outputs.append(x)
-        return torch.cat(outputs, dim=1)
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.outputs(x), dim=1)
 
 
 class StagedEncoder(nn.Module):
@@ -81,20 +86,18 @@ class StagedEncoder(nn.Module):
         layers = list(self.trunk) if isinstance(self.trunk, nn.Sequential) else [self.trunk]
         out: dict[str, torch.Tensor] = {}
 
-        def run(layer: nn.Module, h: torch.Tensor) -> torch.Tensor:
-            h = layer(h)
+        def record(layer: nn.Module, h: Any) -> None:
             if isinstance(h, torch.Tensor) and _is_layer(layer):
                 out[f"layer{len(out) + 1}"] = h.flatten(2).mean(-1) if h.dim() > 2 else h
-            return h
 
         h = x
         for layer in layers:
             if isinstance(layer, LayerStack):
-                stacked = []
-                for member in layer:
-                    h = run(member, h)
-                    stacked.append(h)
+                stacked = layer.outputs(h)
+                for member, output in zip(layer, stacked, strict=True):
+                    record(member, output)
                 h = torch.cat(stacked, dim=1)
             else:
-                h = run(layer, h)
+                h = layer(h)
+                record(layer, h)
         return out
