@@ -36,6 +36,12 @@ class EvaluationConfig(Section):
         0.0, ge=0, description="logical CPUs reserved by the in-training evaluation actor "
         "(0 on 2 cores: Ray Data needs a whole free CPU beside training; see docs/evaluation.md)",
     )
+    wait: bool = Field(
+        False, description="training waits for each in-training evaluation before its next "
+        "step: every report then carries the evaluation of the step just evaluated, so ASHA "
+        "judges a trial at its rung exactly, whatever the machine's load (costs the "
+        "evaluation's time at every eval.every)",
+    )
     batch_size: int = Field(64, ge=1, description="entities per embedding batch")
     label_sets: dict[str, str] | None = Field(
         None, description="name -> categorical manifest label column; the first one is the "

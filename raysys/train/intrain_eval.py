@@ -3,6 +3,8 @@
     every N steps (and at the start): all ranks -> snapshot (ZeRO-3: a gather every rank joins)
     rank 0 -> ray.put(fp32 weights) -> EvalActor.evaluate.remote(step, weights)
     every step, rank 0 -> ray.wait(timeout=0) -> finished records sent with its next report
+    (`eval.wait`: rank 0 waits for each evaluation it launches, the other ranks at the next
+    collective)
     end of training -> wait for the outstanding evaluations, one more report
     (the controller writes them to metrics.jsonl/TensorBoard: raysys.train.callbacks)
 
@@ -295,7 +297,7 @@ class InTrainingEval:
     """Hook of the training loop; `after_step(step)` on every rank, `finish()` at the end."""
 
     def __init__(self, trainer: Any, log: Any) -> None:
-        self.every = trainer.cfg.eval.every
+        self.every, self.wait = trainer.cfg.eval.every, trainer.cfg.eval.wait
         self.model, self.zero_stage = trainer.module.model, trainer.t.zero_stage
         self.rank, self.log = trainer.rank, log
         self.pending: dict[Any, int] = {}  # object ref -> step
@@ -326,7 +328,7 @@ class InTrainingEval:
                 self.done.add(step)
                 self.pending[self.actor.evaluate.remote(step, ray.put(state))] = step
         if self.rank == 0:
-            self.collect(timeout=0)
+            self.collect(timeout=None if launch and self.wait else 0)
 
     def collect(self, timeout: float | None) -> None:
         """Log finished evaluations (timeout 0: never blocks; None: wait for all). A failed
