@@ -116,10 +116,14 @@ def training_seconds(run: Path) -> float:
     return summary.stat().st_mtime - (run / "config.yaml").stat().st_mtime
 
 
+PLACES = ("archive", "out", "train.run_name", "train.tensorboard")  # where a run is, what it
+# is called, whether it logs for TensorBoard: none changes what it learns
+
+
 def changed_settings(old: Any, new: Any) -> list[str]:
-    """Dotted config keys whose values differ between two runs' configs: not the archive and
-    output paths (they move with --work), nor settings left `auto` (resolved to this
-    machine's CPUs when the run started)."""
+    """Dotted config keys whose values differ between two runs' configs: not where the run
+    and its archive are, its name or its logging (PLACES), nor settings left `auto`
+    (resolved to this machine's CPUs when the run started)."""
     def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(tree, dict):
             return {prefix[:-1]: tree}
@@ -127,7 +131,7 @@ def changed_settings(old: Any, new: Any) -> list[str]:
 
     a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
     return sorted(k for k in a.keys() | b.keys()
-                  if k not in ("archive", "out") and b.get(k) != "auto" and a.get(k) != b.get(k))
+                  if k not in PLACES and b.get(k) != "auto" and a.get(k) != b.get(k))
 
 
 def earlier_evaluation(run: Path, evaluation: list[str]) -> dict[str, Any] | None:
@@ -328,7 +332,7 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any
     claims = {key: {variant: seeds(work / name / folder, CLAIMS[key].variants[variant], [])
                     if (folder := variant_dir(CLAIMS[key], variant)) else headline_reports
                     for variant in CLAIMS[key].variants}
-              for key in args.claims}
+              for key in args.claims if name in CLAIMS[key].corpora}
     saved = {"reports": headline_reports, "claims": claims, "times": times}
     (work / name / "reports.json").write_text(json.dumps(saved))
     return saved
@@ -431,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             claim_png = doc.with_name(f"{doc.stem}-{key}.png")
             claim_plot(CLAIMS[key], by_corpus, main_of, claim_png)
             lines += claim_section(CLAIMS[key], by_corpus, main_of, claim_png.name,
-                                   not_run=[n for n in saved if n not in by_corpus])
+                                   not_run=[n for n in saved if n not in by_corpus
+                                            and n in CLAIMS[key].corpora])
     doc.write_text("\n".join(lines))
     print(f"[results] wrote {doc} and its plots")
     return 0
