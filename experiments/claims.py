@@ -162,7 +162,8 @@ CLAIMS = {
              "the mean distance between a clip and its pitch-shifted (±3 semitones) or "
              "time-stretched (0.8, 1.25) self in that head, as a fraction of the distance "
              "between two different clips (0 = invariant). Speech has no key or tempo to "
-             "measure.",
+             "measure. What the figures mean, and encoder variants: docs/learning.md "
+             "(sessions 10 and 13).",
     ),
 }
 
