@@ -182,6 +182,7 @@ def claim_plot(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, Any]]
     grid = [(corpus, variants, name) for corpus, variants in by_corpus.items()
             for name in claim.decide]
     fig, axes = panels(len(grid), 3.6, 3.2)
+    lows: list[float] = []
     for ax, (corpus, variants, name) in zip(axes, grid, strict=True):
         measure, first = claim.measures[name], next(iter(variants.values()))
         bars = {**{v: [value(measure, r, "trained", *main_of[corpus]) for r in reports]
@@ -196,9 +197,10 @@ def claim_plot(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, Any]]
                capsize=3, color=colours)
         ax.set_xticks(range(len(bars)), list(bars), rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{corpus}: {name}" if len(claim.decide) > 1 else corpus, fontsize=9)
-        low = min([c["mean"] - c["ci95"] for c in cells if np.isfinite(c["mean"])] or [0.0])
-        ax.set_ylim(min(0.5, low - 0.05) if low > 0 else low - 0.05, 1.0)
+        lows += [c["mean"] - c["ci95"] for c in cells if np.isfinite(c["mean"])]
         ax.grid(axis="y", alpha=0.3)
+    low = min(lows or [0.0])  # the panels share their y axis: one range for all
+    axes[0].set_ylim(min(0.5, low - 0.05) if low > 0 else low - 0.05, 1.0)
     axes[0].set_ylabel("mean ± 95% CI" if len(claim.decide) > 1
                        else f"{claim.decide[0]} (mean ± 95% CI)")
     save(fig, path)
