@@ -32,13 +32,10 @@ class Probe:
     modality: str = "audio"
 
     def __call__(self, report: dict[str, Any], model: str) -> Any:
-        probes = get(report, model, "probes") or []
-        for factor in self.factors:
-            for space in self.spaces:
-                for p in probes:
-                    if (p["modality"], p["space"], p["factor"]) == (self.modality, space, factor):
-                        return p["value"]
-        return None
+        found = {(p["modality"], p["space"], p["factor"]): p["value"]
+                 for p in get(report, model, "probes") or []}
+        return next((found[key] for factor in self.factors for space in self.spaces
+                     if (key := (self.modality, space, factor)) in found), None)
 
 
 @dataclass(frozen=True)
