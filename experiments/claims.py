@@ -134,8 +134,7 @@ CLAIMS = {
                   "and the time-stretch head keeps the tempo that the invariant embedding, "
                   "trained with the same pitch shifts and time stretches, throws away, "
                   "without hurting the general task",
-        variants={"invariant": ["data.views_per_modality=4"],
-                  "LOEV++": ["data.views_per_modality=4", *LOEV]},
+        variants={"invariant": [], "LOEV++": LOEV},
         favoured="LOEV++",
         decide=("key: pitch head", "tempo R²: time head"),
         measures={"key: pitch head": Probe(KEY, ("pitch_shift", "invariant", "backbone")),
@@ -156,7 +155,7 @@ CLAIMS = {
              "of log tempo (goal: >= 0.5). Without "
              "LOEV heads the 'pitch head' and 'time head' columns read the invariant head; "
              "the classic row reads the hand-crafted features. LOEV needs 3+ views per entity "
-             "(docs/learning.md, session 10), so both variants use 4; `crop_shared` gives the "
+             "(docs/learning.md, session 10): the recipe's 4; `crop_shared` gives the "
              "LOEV views one crop, so that an augmentation is the only difference. 'moves': "
              "the mean distance between a clip and its pitch-shifted (±3 semitones) or "
              "time-stretched (0.8, 1.25) self in that head, as a fraction of the distance "

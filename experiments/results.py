@@ -46,11 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS_OVERRIDES = {
     # audio only: with the cross head's cross_backprop=0 the image and log views do not
     # shape the audio encoder, and 3 modalities cost ~1.7x the time (docs/learning.md)
-    "music": ["data.modalities=[audio]", "train.steps=400"],
+    "music": ["data.modalities=[audio]"],
     # the recipe's speech advice: an encoder that keeps frequency and pools every frame
     # layer's statistics, no pitch shift
     "speech": ["data.modalities=[audio]", "model.audio.kind=tdnn", "model.audio.aggregate=all",
-               "data.augment.audio.pitch_shift_p=0", "train.steps=800"],
+               "data.augment.audio.pitch_shift_p=0"],
     "demo": ["train.steps=200"],
 }
 MODELS = ("trained", "random_init", "classic")
