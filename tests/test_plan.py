@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from raysys.data.archive import load_archive
+from raysys.data.batch import entity_id_of
 from raysys.data.plan import EntityTable, EpochPlan, grouped_order, is_eval
 
 
@@ -67,3 +69,66 @@ def test_rows_slice_the_stream_exactly(table) -> None:
     assert part["epoch"].tolist() == [0, 0, 1, 1, 1, 1, 1]
     for epoch in range(3):
         assert sorted(full[full["epoch"] == epoch]["key"]) == sorted(table.frame["key"])
+
+
+def _full_table(n: int) -> EntityTable:
+    """n synthetic entities of the train split, each with every modality."""
+    keys = [f"e{i}" for i in range(n)]
+    frame = pd.DataFrame({"key": keys, "entity_id": [entity_id_of(k) for k in keys],
+                          "audio": [f"audio/{k}.wav" for k in keys],
+                          "image": [f"image/{k}.png" for k in keys],
+                          "has_logs": True, "split": "train"})
+    return EntityTable(frame, {"relevance": np.zeros((n, 4), np.float32)})
+
+
+MODALITIES = ["audio", "image", "tabular"]
+
+
+def test_withheld_views_are_the_share_asked_per_modality_and_independent() -> None:
+    table = _full_table(6000)
+    seen = table.for_training(MODALITIES, withhold=0.3, incomplete="mask", seed=0)
+    hidden = np.stack([~seen.present(m) for m in MODALITIES])
+    assert len(seen) == len(table) and np.abs(hidden.mean(axis=1) - 0.3).max() < 0.02
+    assert abs(hidden.all(axis=0).mean() - 0.3 ** 3) < 0.01  # drawn per modality
+    again = table.for_training(MODALITIES, withhold=0.3, incomplete="mask", seed=0)
+    pd.testing.assert_frame_equal(seen.frame, again.frame)
+    other = table.for_training(MODALITIES, withhold=0.3, incomplete="mask", seed=1)
+    assert not other.frame.equals(seen.frame)
+    assert table.present("audio").all()  # the table itself is untouched
+    audio_only = table.for_training(["audio"], withhold=0.3, incomplete="mask", seed=0)
+    assert audio_only.present("image").all() and audio_only.present("tabular").all()
+
+
+def test_dropping_incomplete_entities_keeps_the_complete_ones_and_their_lists() -> None:
+    table = _full_table(3000)
+    table.frame.loc[::10, "image"] = None  # the archive's own missing views
+    kept = table.for_training(MODALITIES, withhold=0.2, incomplete="drop", seed=0)
+    assert all(kept.present(m).all() for m in MODALITIES)
+    assert abs(len(kept) / len(table) - 0.9 * 0.8 ** 3) < 0.03
+    assert len(kept.relevance["relevance"]) == len(kept)
+    assert len(table.for_training(MODALITIES, withhold=0.0, incomplete="mask", seed=0)) == 3000
+    assert len(table.for_training(MODALITIES, withhold=0.0, incomplete="drop", seed=0)) == 2700
+
+
+def test_training_sees_withheld_views_and_evaluation_every_view(demo_archive) -> None:
+    from raysys.data.config import DataConfig
+    from raysys.data.pipeline import open_archive
+    from raysys.data.rows import RowBuilder
+
+    cfg = DataConfig(clip_seconds=0.5, image_size=32, tabular_window=6, audio={"n_bins": 32},
+                     withhold_views=0.5, eval_fraction=0.3)
+    plain = open_archive(demo_archive, cfg.model_copy(update={"withhold_views": 0.0}))
+    pipe = open_archive(demo_archive, cfg)
+    pd.testing.assert_frame_equal(pipe.plan("eval", shuffle=False).rows(),
+                                  plain.plan("eval", shuffle=False).rows())
+    pd.testing.assert_frame_equal(pipe.entities.frame, plain.entities.frame)
+    train = pipe.plan("train", shuffle=False).rows()
+    before = plain.plan("train", shuffle=False).rows()
+    assert (train["has_logs"] < before["has_logs"]).any()
+    built = RowBuilder(pipe.cfg, pipe.stats, pipe.info.logs)(train)
+    for modality in MODALITIES:
+        np.testing.assert_array_equal(built[f"{modality}_present"] & ~pipe.train_entities
+                                      .present(modality), False)
+    assert not built["tabular_present"][~train["has_logs"].to_numpy(bool)].any()
+    with pytest.raises(Exception, match="withhold_views"):
+        DataConfig(withhold_views=1.0)

@@ -179,6 +179,16 @@ class DataConfig(Section):
     augment: Augment = Field(default_factory=Augment)
     batch_size: int = Field(32, ge=1)
     eval_fraction: float = Field(0.2, ge=0, lt=1, description="entities held out by key hash")
+    withhold_views: float = Field(
+        0.0, ge=0, lt=1, description="for experiments on missing views: the share of "
+        "training entities whose view of each modality training does not see (drawn per "
+        "entity and modality from its key and the seed); evaluation sees every view"
+    )
+    incomplete_entities: Literal["mask", "drop"] = Field(
+        "mask", description="a training entity lacking a view of some configured modality: "
+        "`mask` trains on the views it has (the multi-view loss skips the missing pairs), "
+        "`drop` leaves it out of training"
+    )
     allow_outside_paths: bool = Field(
         False, description="read manifest paths that leave the archive root (absolute paths, "
         "../, symlinks to elsewhere, URIs of other buckets); false = quarantine them with reason "

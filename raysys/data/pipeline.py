@@ -84,6 +84,7 @@ class Pipeline:
     cfg: DataConfig
     info: ArchiveInfo
     entities: EntityTable
+    train_entities: EntityTable  # the train split as training sees it (data.withhold_views)
     stats: TabularStats | None
     _logs_ref: Any = None
     notes: list[str] = field(default_factory=list)  # archive-wide facts, said once by callers
@@ -98,8 +99,8 @@ class Pipeline:
         return self._logs_ref
 
     def plan(self, split: Split = "train", *, epochs: int = 1, shuffle: bool = True) -> EpochPlan:
-        return EpochPlan(self.entities.select(split), epochs, self.cfg.seed, shuffle,
-                         group=self.cfg.relevance_group)
+        table = self.train_entities if split == "train" else self.entities.select(split)
+        return EpochPlan(table, epochs, self.cfg.seed, shuffle, group=self.cfg.relevance_group)
 
     def dataset(
         self,
@@ -186,8 +187,11 @@ def open_archive(archive: str, cfg: DataConfig, info: ArchiveInfo | None = None)
     entities = EntityTable.build(
         info, max_candidates=cfg.max_candidates, eval_fraction=cfg.eval_fraction, seed=cfg.seed
     )
-    train_keys = set(entities.select("train").frame["key"])
-    return Pipeline(cfg, info, entities, compute_tabular_stats(info, cfg, train_keys),
+    train = entities.select("train").for_training(
+        cfg.modalities, withhold=cfg.withhold_views, incomplete=cfg.incomplete_entities,
+        seed=cfg.seed)
+    train_keys = set(train.frame.loc[train.frame["has_logs"], "key"])
+    return Pipeline(cfg, info, entities, train, compute_tabular_stats(info, cfg, train_keys),
                     notes=notes)
 
 

@@ -32,6 +32,18 @@ def is_eval(entity_ids: np.ndarray, eval_fraction: float, seed: int) -> np.ndarr
     return (mixed.astype(np.float64) / float(2**53)) < eval_fraction
 
 
+def _uniform(entity_ids: np.ndarray, *salt: int) -> np.ndarray:
+    """A uniform number in [0, 1) per entity id, independent across salts (splitmix64's
+    finaliser over the id and the salt's own seed sequence)."""
+    mixed = entity_ids.astype(np.uint64) ^ np.random.SeedSequence(salt).generate_state(
+        1, np.uint64)[0]
+    with np.errstate(over="ignore"):
+        mixed = (mixed ^ (mixed >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        mixed = (mixed ^ (mixed >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    mixed ^= mixed >> np.uint64(31)
+    return (mixed >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
 def _relevance_lists(
     relevance: Relevance | None, keys: list[str], k: int
 ) -> dict[str, np.ndarray]:
@@ -104,9 +116,35 @@ class EntityTable:
     def select(self, split: Split) -> EntityTable:
         if split == "all":
             return self
-        keep = (self.frame["split"] == split).to_numpy()
-        frame = self.frame[keep].reset_index(drop=True)
-        return EntityTable(frame, {name: a[keep] for name, a in self.relevance.items()})
+        return self.rows((self.frame["split"] == split).to_numpy())
+
+    def present(self, modality: str) -> np.ndarray:
+        """Which rows have a view of `modality`."""
+        column = "has_logs" if modality == "tabular" else modality
+        values = self.frame[column]
+        return values.to_numpy(bool) if modality == "tabular" else values.notna().to_numpy()
+
+    def for_training(self, modalities: list[str], *, withhold: float, incomplete: str,
+                     seed: int) -> EntityTable:
+        """This table as training sees it. `withhold`: the share of rows whose view of each
+        modality is hidden, drawn per (entity, modality) from the id and seed. `incomplete`:
+        `mask` keeps every row (the loss skips the missing pairs, as for the archive's own
+        missing views), `drop` keeps only the rows with a view of every configured modality."""
+        frame = self.frame.copy()
+        ids = frame["entity_id"].to_numpy()
+        for i, modality in enumerate(("audio", "image", "tabular")):
+            if modality in modalities and withhold > 0:
+                hidden = _uniform(ids, seed, 0xA11CE, i) < withhold
+                column = "has_logs" if modality == "tabular" else modality
+                frame.loc[hidden, column] = False if modality == "tabular" else None
+        table = EntityTable(frame, self.relevance)
+        if incomplete == "mask":
+            return table
+        return table.rows(np.stack([table.present(m) for m in modalities]).all(axis=0))
+
+    def rows(self, keep: np.ndarray) -> EntityTable:
+        return EntityTable(self.frame[keep].reset_index(drop=True),
+                           {name: a[keep] for name, a in self.relevance.items()})
 
     def candidate_rows(self) -> list[np.ndarray]:
         """Per row: the rows of this table that are in its graded-relevance list."""

@@ -101,7 +101,8 @@ class RowBuilder:
             if sources["image"] is not None:
                 info["info.image_height"], info["info.image_width"] = sources["image"].shape[:2]
         logs = self._logs()
-        if "tabular" in self.modalities and logs is not None and row["key"] in logs.spans:
+        if ("tabular" in self.modalities and logs is not None and row["has_logs"]
+                and row["key"] in logs.spans):  # has_logs: false where training withholds it
             a, b = logs.spans[row["key"]]
             sources["tabular"] = logs.frame.iloc[a:b]
             info["info.log_rows"] = b - a

@@ -115,6 +115,10 @@ def prepare(cfg: RaysysConfig, info: Any = None) -> Any:
     if len(pipe.entities.select("train")) == 0:
         raise ConfigError(f"data.eval_fraction={cfg.data.eval_fraction}: the archive's "
                           f"{len(pipe.entities)} entities are all held out; lower it")
+    if len(pipe.train_entities) == 0:
+        raise ConfigError(f"data.withhold_views={cfg.data.withhold_views} with data."
+                          f"incomplete_entities={cfg.data.incomplete_entities}: no training "
+                          "entity keeps a view of every modality; lower it or use `mask`")
     try:
         intrain_eval.check(cfg, pipe)  # eval.every > 0: label columns, a held-out split
     except ValueError as e:  # a user error about the archive and eval.*: no traceback

@@ -219,7 +219,7 @@ class Trainer:
 
     def batches(self):
         start, stop = self.step * self.global_batch, self.t.steps * self.global_batch
-        n_train = len(self.pipe.entities.select("train"))
+        n_train = len(self.pipe.train_entities)
         if n_train == 0:
             raise ValueError("the archive has no training entities (data.eval_fraction too high?)")
         epochs = math.ceil(stop / n_train)
