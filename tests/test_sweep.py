@@ -24,8 +24,12 @@ from raysys.tune.sweep import sweep_config
 
 STEPS = 8
 BASE = [f"train.steps={STEPS}", "train.log_every=2", "train.checkpoint_every=4",
-        "train.warmup_steps=1", "eval.every=2", "data.eval_fraction=0.5",
+        "train.warmup_steps=1", "eval.every=4", "data.eval_fraction=0.5",
+        "eval.label_sets={label: label}", "eval.random_control=false",  # a quick evaluation
         "sweep.metric=eval/label/ncc", "sweep.grace_period=4"]
+# the sweeps that test Tune's bookkeeping, not distributed training: one worker a trial, one
+# trial at a time (what the killed-driver test waits for)
+ONE_WORKER = ["train.num_workers=1", "sweep.max_concurrent_trials=1"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,7 @@ LR = "sweep.space.train.lr={choice: [0.001, 0.01]}"
     ([LR, "sweep.metric=eval/label/probe"], "sweep.metric: 'eval/label/probe' is not reported"),
     ([LR, "sweep.metric=loss"], "sweep.metric: 'loss' is not reported"),
     ([LR, "eval.every=0"], "sweep.metric: trials report evaluation metrics only with"),
-    ([LR, "sweep.grace_period=1"], "sweep.grace_period (1) < eval.every (2)"),
+    ([LR, "sweep.grace_period=1"], "sweep.grace_period (1) < eval.every (4)"),
     ([LR, "sweep.space.objective.w_bin=default"], None),  # accepted
     (["sweep.space.train.lr=default", "sweep.search=grid"], "sweep.search=grid needs `choice`"),
     ([LR, "sweep.metric=[eval/label/knn, eval/coarse/knn]"], "needs sweep.search=optuna"),
@@ -159,9 +163,8 @@ def test_sweep_end_to_end_asha_stops_a_bad_trial(ray_session, archive, tmp_path)
 
     out = tmp_path / "s"
     tree, cfg = sweep_config("configs/tiny.yaml", overrides(
-        archive, out, *GRID, "train.nonfinite=stop", "train.max_failures=0", "eval.every=4",
+        archive, out, *GRID, "train.nonfinite=stop", "train.max_failures=0",
         "eval.wait=true", f"train.steps={ASHA_STEPS}",
-        "eval.label_sets={label: label}", "eval.random_control=false",  # a quick evaluation
         "sweep.space.train.lr={choice: [1.0e-3, 5.0e-2, 1.0e+30]}"))
     summary = run_sweep(tree, cfg)
     results = pd.read_parquet(out / "results.parquet")
@@ -205,6 +208,7 @@ def test_killed_sweep_resumes_every_trial_once(ray_session, archive, tmp_path):
     cmd = [sys.executable, "-m", "raysys.cli", "sweep", "--config", "configs/tiny.yaml",
            "--out", str(out), *overrides(archive, out, "sweep.search=random",
                                          "sweep.num_samples=2", "sweep.scheduler=none",
+                                         *ONE_WORKER,
                                          "sweep.space.train.lr={loguniform: [0.001, 0.01]}")]
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:  # kill once the second trial starts (Tune has recorded the first as finished);
@@ -244,7 +248,7 @@ def test_optuna_multi_objective_returns_the_pareto_front(ray_session, archive, t
                                   "eval/relevance/nDCG@10"]
     tree, cfg = sweep_config("configs/tiny.yaml", overrides(
         archive, out, "sweep.search=optuna", "sweep.scheduler=none", "sweep.num_samples=2",
-        f"sweep.metric=[{', '.join(metrics)}]", "sweep.mode=[max, max]",
+        f"sweep.metric=[{', '.join(metrics)}]", "sweep.mode=[max, max]", *ONE_WORKER,
         "sweep.space.train.lr={loguniform: [0.0001, 0.05]}"))
     summary = run_sweep(tree, cfg)
     results = pd.read_parquet(out / "results.parquet")
