@@ -7,8 +7,8 @@ against its random initialisation and the classic features (raysys evaluate's pr
 
 For each corpus: build it (deterministic, seed 0; the music and speech builders install their
 Debian packages when missing), then for each seed pretrain with `--config` (+ the corpus's
-overrides, CORPUS_OVERRIDES: what configs/recipe.yaml says to add for such an archive, and a
-step count that keeps the whole set near an hour on 2 cores) and run `raysys evaluate` over
+overrides, CORPUS_OVERRIDES: what configs/recipe.yaml says to add for such an archive; the
+demo a shorter run) and run `raysys evaluate` over
 every entity (5-fold). The tables give, per
 label set, the mean over seeds of the logistic-probe and nearest-centre accuracy with a 95%
 interval over seeds (t distribution; with one seed, the within-run binomial CI), for the
