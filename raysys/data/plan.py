@@ -23,6 +23,8 @@ from raysys.data.batch import entity_id_of
 
 Split = Literal["train", "eval", "all"]
 VIEW_CODES = {None: 0, "audio": 1, "image": 2, "tabular": 3}
+PRESENCE = {"audio": "audio", "image": "image", "tabular": "has_logs"}  # modality -> the
+# column that says an entity has it: a file location, or whether it has log rows
 
 
 def is_eval(entity_ids: np.ndarray, eval_fraction: float, seed: int) -> np.ndarray:
@@ -120,8 +122,7 @@ class EntityTable:
 
     def present(self, modality: str) -> np.ndarray:
         """Which rows have a view of `modality`."""
-        column = "has_logs" if modality == "tabular" else modality
-        values = self.frame[column]
+        values = self.frame[PRESENCE[modality]]
         return values.to_numpy(bool) if modality == "tabular" else values.notna().to_numpy()
 
     def for_training(self, modalities: list[str], *, withhold: float, incomplete: str,
@@ -130,14 +131,15 @@ class EntityTable:
         modality is hidden, drawn per (entity, modality) from the id and seed. `incomplete`:
         `mask` keeps every row (the loss skips the missing pairs, as for the archive's own
         missing views), `drop` keeps only the rows with a view of every configured modality."""
-        frame = self.frame.copy()
-        ids = frame["entity_id"].to_numpy()
-        for i, modality in enumerate(("audio", "image", "tabular")):
-            if modality in modalities and withhold > 0:
-                hidden = _uniform(ids, seed, 0xA11CE, i) < withhold
-                column = "has_logs" if modality == "tabular" else modality
-                frame.loc[hidden, column] = False if modality == "tabular" else None
-        table = EntityTable(frame, self.relevance)
+        table = self
+        if withhold > 0:
+            frame = self.frame.copy()
+            ids = frame["entity_id"].to_numpy()
+            for i, (modality, column) in enumerate(PRESENCE.items()):
+                if modality in modalities:
+                    hidden = _uniform(ids, seed, 0xA11CE, i) < withhold
+                    frame.loc[hidden, column] = False if modality == "tabular" else None
+            table = EntityTable(frame, self.relevance)
         if incomplete == "mask":
             return table
         return table.rows(np.stack([table.present(m) for m in modalities]).all(axis=0))
