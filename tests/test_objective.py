@@ -59,23 +59,33 @@ def objective(**cfg) -> ContrastiveObjective:
 # ---------------------------------------------------------------- naive references
 
 
-def ref_direction(q, k, q_ok, k_ok, q_ids, k_ids, tau):
-    """Mean over counting rows of -(1/|P|) sum_p log softmax; None when no row counts."""
+def ref_direction(q, k, q_ok, k_ok, q_ids, k_ids, tau, nbr=(0, 1.0)):
+    """Mean over counting rows of -sum_p (w_p / sum w) log softmax; None when no row counts.
+
+    `nbr = (n, w)`: the keys of the entities of the n best-scoring other-entity keys are
+    positives of weight w too (own keys weigh 1).
+    """
     losses = []
     for i in range(q.shape[0]):
         if not q_ok[i]:
             continue
         pool = [j for j in range(k.shape[0]) if k_ok[j]]
-        pos = [j for j in pool if k_ids[j] == q_ids[i]]
-        if not pos:
+        if not any(k_ids[j] == q_ids[i] for j in pool):
             continue
         logits = torch.stack([F.cosine_similarity(q[i], k[j], dim=0) / tau for j in pool])
+        others = sorted((j for j in pool if k_ids[j] != q_ids[i]),
+                        key=lambda j: -logits[pool.index(j)].item())  # fmt: skip
+        near = {int(k_ids[j]) for j in others[: nbr[0]]}
+        w = {j: 1.0 if k_ids[j] == q_ids[i] else nbr[1] for j in pool
+             if k_ids[j] == q_ids[i] or int(k_ids[j]) in near}  # fmt: skip
         lse = torch.logsumexp(logits, 0)
-        losses.append(-sum(logits[pool.index(p)] - lse for p in pos) / len(pos))
+        total = sum(w.values())
+        losses.append(-sum(wp * (logits[pool.index(p)] - lse) for p, wp in w.items()) / total)
     return sum(losses) / len(losses) if losses else None
 
 
-def ref_binary(enc, tau, mode="all_pairs", anchor="audio", weights=None, cross=None):
+def ref_binary(enc, tau, mode="all_pairs", anchor="audio", weights=None, cross=None,
+               nbr=(0, 1.0)):  # fmt: skip
     """`cross`: the head that scores pairs of two different modalities (else invariant)."""
     weights = weights or {}
     pres, ids = enc.present, enc.entity_id
@@ -91,8 +101,8 @@ def ref_binary(enc, tau, mode="all_pairs", anchor="audio", weights=None, cross=N
             if w == 0:
                 continue
             emb = enc.embeddings[cross if cross and ma != mb else "invariant"]
-            d1 = ref_direction(emb[:, a], emb[:, b], pres[:, a], pres[:, b], ids, ids, tau)
-            d2 = ref_direction(emb[:, b], emb[:, a], pres[:, b], pres[:, a], ids, ids, tau)
+            d1 = ref_direction(emb[:, a], emb[:, b], pres[:, a], pres[:, b], ids, ids, tau, nbr)
+            d2 = ref_direction(emb[:, b], emb[:, a], pres[:, b], pres[:, a], ids, ids, tau, nbr)
             terms = [d for d in (d1, d2) if d is not None]
             if terms:
                 num = num + w * sum(terms) / len(terms)
@@ -137,6 +147,40 @@ def test_cross_head_takes_the_cross_modal_pairs(chunk: int | None) -> None:
     tensors = [enc.embeddings["invariant"], enc.embeddings["cross"]]
     assert_same(out["binary"], ref_binary(enc, 0.2, weights=weights, cross="cross"), tensors)
     assert all(g.abs().sum() > 0 for g in grads(out["binary"], tensors))
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+@pytest.mark.parametrize(("n", "w"), [(1, 1.0), (2, 0.5)])
+def test_neighbour_positives_match_the_reference(chunk: int | None, n: int, w: float) -> None:
+    enc = make_encoded(b=7, ids=[3, 13, 23, 33, 13, 53, 63], seed=4)  # 1 and 4 share an id
+    obj = objective(temperature=0.2, neighbour_positives=n, neighbour_weight=w,
+                    negatives={"chunk_size": chunk})  # fmt: skip
+    out = obj(enc)
+    ref = ref_binary(enc, 0.2, nbr=(n, w))
+    assert_same(out["binary"], ref, [enc.embeddings["invariant"]])
+    plain = ref_binary(enc, 0.2)
+    assert abs(out["binary"].item() - plain.item()) > 1e-3  # the neighbours change the loss
+
+
+def test_neighbours_are_other_entities_and_queued_copies_leave_the_softmax() -> None:
+    from raysys.objectives.multiview import nearest_other_ids
+    from raysys.objectives.targets import NO_ID, IdTargets
+
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.1]])
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.2], [1.0, 0.0]])
+    ids = torch.tensor([0, 1, 2, 9])
+    ok = torch.tensor([True, True, True, False])  # key 3 is padding: never a neighbour
+    near = nearest_other_ids(q, torch.tensor([0, 1, 5]), k, ids, ok, 1, None)
+    # query 2's entity (5) has no key: no neighbour, so it still does not count
+    assert near.tolist() == [[2], [2], [NO_ID]]
+    t = IdTargets(torch.tensor([0, 1, 5]), torch.tensor([0, 1, 2, 2]), q_neighbour_ids=near,
+                  neighbour_weight=0.5,
+                  k_negative_only=torch.tensor([False, False, False, True]))  # fmt: skip
+    weights, mask = t.dense()
+    assert weights.tolist() == [[1, 0, 0.5, 0], [0, 1, 0.5, 0], [0, 0, 0, 0]]
+    assert mask[:2, 3].tolist() == [False, False]  # a queued copy of a neighbour: not a negative
+    with pytest.raises(ValueError, match="q_neighbour_ids must be"):
+        IdTargets(torch.arange(3), torch.arange(3), q_neighbour_ids=torch.zeros(2, 1).long())
 
 
 def test_a_modality_absent_for_every_entity_drops_its_pairs() -> None:
@@ -403,7 +447,7 @@ def test_config_errors_name_the_key() -> None:
 # ---------------------------------------------------------------- two workers (gloo)
 
 
-def _gather_worker(rank: int, init: str, out_dir: str) -> None:
+def _gather_worker(rank: int, init: str, out_dir: str, cfg: dict) -> None:
     import torch.distributed as dist
 
     torch.set_default_dtype(torch.float64)
@@ -417,7 +461,7 @@ def _gather_worker(rank: int, init: str, out_dir: str) -> None:
             views_per_modality=2, slot_modality=enc.slot_modality,
             applied={k: v[half] for k, v in enc.applied.items()},
         )  # fmt: skip
-        out = objective(loev={"enabled": True}, negatives={"gather": True})(local)
+        out = objective(**cfg, negatives={"gather": True})(local)
         out["loss"].backward()
         result = {"out": {k: v.detach() for k, v in out.items()},
                   "grad": local.embeddings["invariant"].grad}  # fmt: skip
@@ -426,17 +470,21 @@ def _gather_worker(rank: int, init: str, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
-def test_gathered_pool_matches_one_process_on_the_whole_batch(tmp_path) -> None:
+@pytest.mark.parametrize(
+    "cfg", [{"loev": {"enabled": True}}, {"neighbour_positives": 2, "neighbour_weight": 0.5}]
+)
+def test_gathered_pool_matches_one_process_on_the_whole_batch(tmp_path, cfg) -> None:
     """Mean of the workers' losses = the one-process loss; owner grads / W = its grads."""
     import torch.multiprocessing as mp
 
     init = f"file://{tmp_path}/rendezvous"
-    mp.spawn(_gather_worker, args=(init, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_gather_worker, args=(init, str(tmp_path), cfg), nprocs=2, join=True)
     res = [torch.load(tmp_path / f"{r}.pt") for r in range(2)]
     # no missing view: both halves have as many counting rows, so the mean of means is the mean
     enc = make_encoded(b=6, seed=12, missing=False)
-    full = objective(loev={"enabled": True})(enc)
-    for name in ("binary", "loev/invariant", "loss"):
+    full = objective(**cfg)(enc)
+    names = ("binary", "loss") + (("loev/invariant",) if "loev" in cfg else ())
+    for name in names:
         torch.testing.assert_close((res[0]["out"][name] + res[1]["out"][name]) / 2, full[name])
     assert res[0]["out"]["pool/entities"].item() == 6
     (grad,) = torch.autograd.grad(full["loss"], enc.embeddings["invariant"])

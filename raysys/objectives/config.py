@@ -84,6 +84,14 @@ class ObjectiveConfig(Section):
     listnet_target_temperature: float = Field(
         0.1, gt=0, description="τ_r of the ListNet targets softmax((r / 100) / τ_r)"
     )
+    neighbour_positives: int = Field(
+        0, ge=0,
+        description="binary term: the k pooled entities nearest each query (other than its own) "
+        "count as positives too (false-negative attraction); 0 = off",
+    )  # fmt: skip
+    neighbour_weight: float = Field(
+        1.0, gt=0, description="target weight of a neighbour positive (own views weigh 1)"
+    )
     loev: LoevConfig = Field(default_factory=LoevConfig)
     cola: bool = Field(False, description="COLA bilinear term S = E_a W E_bᵀ (needs model.cola)")
     negatives: NegativesConfig = Field(default_factory=NegativesConfig)

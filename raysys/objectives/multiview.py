@@ -4,11 +4,14 @@ Slots are (modality, view) positions, S = M * V. For a slot pair (a, b) and dire
 the queries are this worker's entities' slot-a embeddings, the keys every pooled entity's
 slot-b embedding (plus optional queue keys as extra negatives), and
 
-    ℓ_i(a->b) = -(1/|P_i|) Σ_{p∈P_i} log( exp(s_ip) / Σ_{j∈B_i} exp(s_ij) )
+    ℓ_i(a->b) = -Σ_{p∈P_i} (w_p / Σ_{P_i} w) log( exp(s_ip) / Σ_{j∈B_i} exp(s_ij) )
 
-with P_i = pooled keys of the same entity id (a duplicate of i on another worker is a
-positive, not a false negative), B_i = keys present in slot b (+ queue keys, where one of the
-query's own entity is removed). Queries absent in a, or without a positive, do not count.
+with P_i = pooled keys of the same entity id, w = 1 (a duplicate of i on another worker is a
+positive, not a false negative); with `neighbours`, also the keys of the k other pooled
+entities whose slot-b keys score highest against query i (no gradient through the choice),
+w = `neighbours.weight`. B_i = keys present in slot b (+ queue keys, less those of the
+query's entity and neighbours). Queries absent in a, or without a positive of their own
+entity, do not count.
 `L(a->b)` = mean over counting queries; the pair term `L_ab` = mean of the two directions that
 have a counting query, and the pair exists if either does. Then
 
@@ -31,9 +34,9 @@ import torch.nn.functional as F
 from raysys.objectives.config import pair_key
 from raysys.objectives.losses import soft_target_cross_entropy
 from raysys.objectives.pool import ViewPool
-from raysys.objectives.targets import IdTargets
+from raysys.objectives.targets import NO_ID, IdTargets
 
-NO_MATCH = torch.iinfo(torch.int64).min  # entity ids are >= 0; -1 marks absent queries
+NO_MATCH = NO_ID  # entity ids are >= 0; -1 marks absent queries
 
 # (query embeddings [N, d], key embeddings [M, d], reverse direction?) -> (q, k) with s = q kᵀ
 Scorer = Callable[[torch.Tensor, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
@@ -84,15 +87,52 @@ class Negatives:
     ids: torch.Tensor  # [Q] int64 entity ids (a queued key of the query's entity is dropped)
 
 
+@dataclass(frozen=True)
+class NeighbourPositives:
+    """The k nearest other pooled entities of each query are positives too (NNCLR-like)."""
+
+    k: int
+    weight: float = 1.0
+
+
+@torch.no_grad()
+def nearest_other_ids(
+    qs: torch.Tensor, q_ids: torch.Tensor, ks: torch.Tensor, k_ids: torch.Tensor,
+    k_ok: torch.Tensor, k: int, chunk_size: int | None,
+) -> torch.Tensor:  # fmt: skip
+    """`[N, k]` ids of the k highest-scoring keys of another entity per query (`NO_ID` pads).
+
+    A query without a valid key of its own entity gets none (it still does not count). Scores
+    are `qs ksᵀ` without gradient, in row blocks of `chunk_size` (memory O(chunk * M)).
+    """
+    n, m = qs.shape[0], ks.shape[0]
+    out = torch.full((n, k), NO_ID, dtype=torch.int64, device=qs.device)
+    k_ids = k_ids.to(torch.int64)
+    step = chunk_size or max(n, 1)
+    for start in range(0, n, step):
+        rows = slice(start, min(start + step, n))
+        s = (qs[rows] @ ks.T).float()
+        own = q_ids[rows, None].to(torch.int64) == k_ids[None, :]
+        s = s.masked_fill(own | ~k_ok[None, :], float("-inf"))
+        top, col = s.topk(min(k, m), dim=1)
+        usable = torch.isfinite(top) & (own & k_ok[None, :]).any(1, keepdim=True)
+        ids = torch.where(usable, k_ids[col], torch.full_like(col, NO_ID))
+        out[rows, : ids.shape[1]] = ids
+    return out
+
+
 def direction_loss(
     q: torch.Tensor, q_ok: torch.Tensor, q_ids: torch.Tensor,
     k: torch.Tensor, k_ok: torch.Tensor, k_ids: torch.Tensor,
     scorer: Scorer, reverse: bool, extra: Negatives | None, chunk_size: int | None,
-    recompute: bool,
+    recompute: bool, neighbours: NeighbourPositives | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
     """(mean loss over counting queries, whether any query counts, keys in the softmax)."""
     q_ids = torch.where(q_ok, q_ids, torch.full_like(q_ids, -1))  # -1 matches no entity id
     qs, ks = scorer(q, k, reverse)
+    nbr_ids = None
+    if neighbours is not None:
+        nbr_ids = nearest_other_ids(qs, q_ids, ks, k_ids, k_ok, neighbours.k, chunk_size)
     negative_only = None
     if extra is not None and extra.keys.shape[0] > 0:
         _, kx = scorer(q[:0], extra.keys, reverse)
@@ -101,7 +141,10 @@ def direction_loss(
         k_ok = torch.cat([k_ok, torch.ones_like(extra.ids, dtype=torch.bool)])
         negative_only = torch.zeros_like(k_ok)
         negative_only[k.shape[0] :] = True
-    targets = IdTargets(q_ids, k_ids, k_valid=k_ok, k_negative_only=negative_only)
+    targets = IdTargets(
+        q_ids, k_ids, k_valid=k_ok, k_negative_only=negative_only, q_neighbour_ids=nbr_ids,
+        neighbour_weight=neighbours.weight if neighbours else 1.0,
+    )  # fmt: skip
     loss = soft_target_cross_entropy(
         (qs, ks), targets, chunk_size=chunk_size, recompute=recompute
     )
@@ -115,6 +158,7 @@ def multiview_binary(
     pool: ViewPool, pairs: list[SlotPair], scorer: Scorer, *, extra: Negatives | None = None,
     chunk_size: int | None = None, recompute: bool = True,
     cross: tuple[torch.Tensor, torch.Tensor] | None = None,
+    neighbours: NeighbourPositives | None = None,
 ) -> dict[str, torch.Tensor]:  # fmt: skip
     """Weighted mean of the existing pairs' symmetric InfoNCE terms (see module docstring).
 
@@ -139,7 +183,7 @@ def multiview_binary(
         for a, b, reverse in ((p.a, p.b, False), (p.b, p.a, True)):
             loss, ok, n_keys = direction_loss(
                 q_emb[:, a], present[:, a], entity_id, k_emb[:, b], pool.present[:, b],
-                pool.entity_id, scorer, reverse, negatives, chunk_size, recompute,
+                pool.entity_id, scorer, reverse, negatives, chunk_size, recompute, neighbours,
             )  # fmt: skip
             terms.append(loss)
             oks.append(ok.to(loss.dtype))

@@ -2,7 +2,9 @@
 
     loss = w_bin * binary + w_cont * continuous + w_loev * loev + w_cola * cola
 
-- binary: multi-view InfoNCE over slot pairs, cosine / τ on the invariant head (multiview.py);
+- binary: multi-view InfoNCE over slot pairs, cosine / τ on the invariant head (multiview.py),
+  optionally with each query's nearest other entities as extra positives
+  (`objective.neighbour_positives`);
   when the model has a `cross` head (`model.cross_head`), the cross-modal pairs are scored on
   it instead, so only same-modality pairs shape the invariant head;
 - continuous: ListNet over the batch's graded-relevance lists, invariant head (relevance.py);
@@ -30,6 +32,7 @@ from raysys.objectives.config import ObjectiveConfig
 from raysys.objectives.loev import loev_losses
 from raysys.objectives.multiview import (
     Negatives,
+    NeighbourPositives,
     Scorer,
     SlotPair,
     cosine_scorer,
@@ -121,12 +124,15 @@ class ContrastiveObjective(nn.Module):
         self, encoded: EncodedViews, pool: ViewPool, head: str, scorer: Scorer,
         negatives: Negatives | None = None, cross_head: str | None = None,
     ) -> dict[str, torch.Tensor]:  # fmt: skip
-        neg = self.cfg.negatives
+        c = self.cfg
         cross = (encoded.embeddings[cross_head], pool.emb[cross_head]) if cross_head else None
+        nbrs = None
+        if head == INVARIANT_HEAD and c.neighbour_positives > 0:
+            nbrs = NeighbourPositives(c.neighbour_positives, c.neighbour_weight)
         return multiview_binary(
             encoded.embeddings[head], encoded.present, encoded.entity_id, pool.emb[head], pool,
-            self._pairs(encoded), scorer, extra=negatives, chunk_size=neg.chunk_size,
-            recompute=neg.chunk_recompute, cross=cross,
+            self._pairs(encoded), scorer, extra=negatives, chunk_size=c.negatives.chunk_size,
+            recompute=c.negatives.chunk_recompute, cross=cross, neighbours=nbrs,
         )  # fmt: skip
 
     def _binary(

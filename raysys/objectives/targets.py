@@ -17,6 +17,7 @@ distribution is `weights[i] / weights[i].sum()`; rows whose weights sum to 0 do 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor
 
 Block = tuple[Tensor, Tensor | None]
+NO_ID = torch.iinfo(torch.int64).min  # matches no id (entity ids are >= 0, LOEV's unique < 0)
 
 
 class Targets(ABC):
@@ -106,10 +108,13 @@ class IdTargets(Targets):
         q_group, k_group, group_weight: `[N]`, `[M]` long and `[Gq, Gk]` float >= 0 — per-pair
             weights (e.g. audio-image vs audio-log). Default 1 everywhere.
         k_negative_only: `[M]` bool — columns that may only be negatives (a memory queue).
+        q_neighbour_ids, neighbour_weight: `[N, k]` int and a float > 0 — other ids that count as
+            positives of row i with weight `neighbour_weight` (nearest-neighbour positives;
+            `NO_ID` pads). They take the group weight like same-id pairs.
 
-    A same-id pair whose weight is 0 (a zero group weight, or a negative-only column) is removed
-    from the softmax: it is never used as a negative (false-negative guard). Memory O(N + M);
-    `block` costs O(r * c).
+    A positive pair (same id, or a neighbour) whose weight is 0 (a zero group weight, or a
+    negative-only column) is removed from the softmax: it is never used as a negative
+    (false-negative guard). Memory O(N * (1 + k) + M); `block` costs O(r * c * (1 + k)).
     """
 
     def __init__(
@@ -123,6 +128,8 @@ class IdTargets(Targets):
         k_group: Tensor | None = None,
         group_weight: Tensor | None = None,
         k_negative_only: Tensor | None = None,
+        q_neighbour_ids: Tensor | None = None,
+        neighbour_weight: float = 1.0,
     ) -> None:
         _check_vector("q_ids", q_ids)
         _check_vector("k_ids", k_ids)
@@ -139,6 +146,8 @@ class IdTargets(Targets):
             if x is not None and x.dtype != torch.bool:
                 raise ValueError(f"{name} must be bool, got {x.dtype}")
         _check_groups(q_group, k_group, group_weight)
+        _check_neighbours(q_neighbour_ids, n, neighbour_weight)
+        self.q_neighbour_ids, self.neighbour_weight = q_neighbour_ids, neighbour_weight
         self.q_ids, self.k_ids = q_ids, k_ids
         self.k_valid, self.q_self_col = k_valid, q_self_col
         self.q_group, self.k_group, self.group_weight = q_group, k_group, group_weight
@@ -148,7 +157,12 @@ class IdTargets(Targets):
     def block(self, rows: slice, cols: slice, dtype: torch.dtype = torch.float32) -> Block:
         same = self.q_ids[rows, None] == self.k_ids[None, cols]
         weights = same.to(dtype)
-        excluded = None  # same-id pairs with zero weight
+        if self.q_neighbour_ids is not None:
+            nbr = self.q_neighbour_ids[rows, :, None] == self.k_ids[None, None, cols]
+            nbr = nbr.any(1) & ~same
+            weights = weights + self.neighbour_weight * nbr.to(dtype)
+            same = same | nbr  # from here on: every positive pair
+        excluded = None  # positive pairs with zero weight
         if self.group_weight is not None:
             gw = self.group_weight.to(dtype)[self.q_group[rows]][:, self.k_group[cols]]
             weights = weights * gw
@@ -173,6 +187,15 @@ class IdTargets(Targets):
             not_self = self.q_self_col[rows, None] != col_index[None, :]
             mask = not_self if mask is None else mask & not_self
         return mask
+
+
+def _check_neighbours(ids: Tensor | None, n: int, weight: float) -> None:
+    if ids is None:
+        return
+    if not isinstance(ids, Tensor) or ids.dim() != 2 or ids.shape[0] != n:
+        raise ValueError(f"q_neighbour_ids must be [{n}, k], got {_shape_of(ids)}")
+    if not (weight > 0 and math.isfinite(weight)):
+        raise ValueError(f"neighbour_weight must be finite and > 0, got {weight}")
 
 
 def _check_groups(q_group: Tensor | None, k_group: Tensor | None, weight: Tensor | None) -> None:
