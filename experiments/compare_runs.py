@@ -52,10 +52,7 @@ def table(a: list[str], b: list[str], names: tuple[str, str], label: str, space:
         va = [as_cell(get(r, "trained", *path)) for r in ra]
         vb = [as_cell(get(r, "trained", *path)) for r in rb]
         gain = paired_gain(list(zip(va, vb, strict=True)))
-        said = verdict(gain)
-        if name in LOWER_IS_BETTER and gain is not None:
-            flipped = verdict({"mean": -gain["mean"], "ci95": gain["ci95"]})
-            said = flipped.split(" ")[0] + said[said.index(" "):]
+        said = verdict(gain, lower_is_better=name in LOWER_IS_BETTER)
         per_seed = " / ".join(
             f"{x['mean'] - y['mean']:+.3f}" if x and y else "–"
             for x, y in zip(va, vb, strict=True))  # fmt: skip

@@ -58,10 +58,12 @@ def paired_gain(pairs: list[tuple[Any, Any]]) -> dict[str, float] | None:
     return seed_stats(gaps)
 
 
-def verdict(gain: dict[str, float] | None) -> str:
-    """`better (+x ± y)`, `worse (…)` or `within CI (…)` of a paired gain."""
+def verdict(gain: dict[str, float] | None, lower_is_better: bool = False) -> str:
+    """`better (+x ± y)`, `worse (…)` or `within CI (…)` of a paired gain (a fall is better
+    when `lower_is_better`, e.g. CDNV)."""
     if gain is None:
         return "n/a"
-    word = ("better" if gain["mean"] - gain["ci95"] > 0 else
-            "worse" if gain["mean"] + gain["ci95"] < 0 else "within CI")
+    sign = -1 if lower_is_better else 1
+    word = ("better" if sign * gain["mean"] - gain["ci95"] > 0 else
+            "worse" if sign * gain["mean"] + gain["ci95"] < 0 else "within CI")
     return f"{word} ({gain['mean']:+.3f} ± {gain['ci95']:.3f})"

@@ -36,8 +36,6 @@ from raysys.objectives.losses import soft_target_cross_entropy
 from raysys.objectives.pool import ViewPool
 from raysys.objectives.targets import NO_ID, IdTargets
 
-NO_MATCH = NO_ID  # entity ids are >= 0; -1 marks absent queries
-
 # (query embeddings [N, d], key embeddings [M, d], reverse direction?) -> (q, k) with s = q kᵀ
 Scorer = Callable[[torch.Tensor, torch.Tensor, bool], tuple[torch.Tensor, torch.Tensor]]
 
@@ -148,7 +146,7 @@ def direction_loss(
     loss = soft_target_cross_entropy(
         (qs, ks), targets, chunk_size=chunk_size, recompute=recompute
     )
-    pooled_ids = torch.where(k_ok, k_ids, torch.full_like(k_ids, NO_MATCH))[: k.shape[0]]
+    pooled_ids = torch.where(k_ok, k_ids, torch.full_like(k_ids, NO_ID))[: k.shape[0]]
     counts = (q_ok & torch.isin(q_ids, pooled_ids)).any()  # no boolean indexing: no host sync
     return loss, counts, k_ok.sum()
 

@@ -155,23 +155,23 @@ class IdTargets(Targets):
         self.shape = (n, m)
 
     def block(self, rows: slice, cols: slice, dtype: torch.dtype = torch.float32) -> Block:
-        same = self.q_ids[rows, None] == self.k_ids[None, cols]
-        weights = same.to(dtype)
+        positive = self.q_ids[rows, None] == self.k_ids[None, cols]
+        weights = positive.to(dtype)
         if self.q_neighbour_ids is not None:
             nbr = self.q_neighbour_ids[rows, :, None] == self.k_ids[None, None, cols]
-            nbr = nbr.any(1) & ~same
+            nbr = nbr.any(1) & ~positive
             weights = weights + self.neighbour_weight * nbr.to(dtype)
-            same = same | nbr  # from here on: every positive pair
+            positive = positive | nbr
         excluded = None  # positive pairs with zero weight
         if self.group_weight is not None:
             gw = self.group_weight.to(dtype)[self.q_group[rows]][:, self.k_group[cols]]
             weights = weights * gw
-            excluded = same & (gw == 0)
+            excluded = positive & (gw == 0)
         if self.k_negative_only is not None:
             neg_only = self.k_negative_only[None, cols]
             weights = weights.masked_fill(neg_only, 0.0)
-            excluded = same & neg_only if excluded is None else excluded | (same & neg_only)
-        mask = self._column_mask(rows, cols, same.shape)
+            excluded = positive & neg_only if excluded is None else excluded | (positive & neg_only)
+        mask = self._column_mask(rows, cols, positive.shape)
         if excluded is not None:
             mask = ~excluded if mask is None else mask & ~excluded
         if mask is not None:
