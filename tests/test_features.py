@@ -42,7 +42,7 @@ def config(**audio) -> DataConfig:
 @pytest.mark.parametrize(
     ("channels", "n_bins", "hop", "seconds"),
     [(["logmel", "logstft", "pcen"], 64, 256, 1.0), (["pcen"], 32, 160, 0.5),
-     (["logstft", "logmel"], 40, 128, 0.25)],
+     (["logstft", "logmel"], 40, 128, 0.25), (["logmel", "logfreq"], 48, 256, 1.0)],
 )
 def test_featurizer_shape_dtype(channels, n_bins, hop, seconds):
     cfg = DataConfig(clip_seconds=seconds, audio={"channels": channels, "n_bins": n_bins,
@@ -120,28 +120,71 @@ def plain_stft_magnitude(wave: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
     return np.abs(np.fft.rfft(np.array(frames), axis=1)).T
 
 
-def plain_triangles(n_freqs: int, n_bins: int, f_min: float, f_max: float) -> np.ndarray:
-    """Triangles with corners equally spaced in Hz, each normalised to sum 1: [n_freqs, n_bins]."""
+def plain_triangles(n_freqs: int, corners: np.ndarray, unit_sum: bool = True) -> np.ndarray:
+    """Triangles b over corners[b] < corners[b + 1] < corners[b + 2], of height 1 or normalised
+    to sum 1: [n_freqs, len(corners) - 2]."""
     freqs = np.linspace(0, SR // 2, n_freqs)
-    corners = np.linspace(f_min, f_max, n_bins + 2)
+    n_bins = len(corners) - 2
     fb = np.zeros((n_freqs, n_bins))
     for b in range(n_bins):
         lo, mid, hi = corners[b], corners[b + 1], corners[b + 2]
         for i, f in enumerate(freqs):
             fb[i, b] = max(0.0, min((f - lo) / (mid - lo), (hi - f) / (hi - mid)))
-    return fb / fb.sum(axis=0)
+    return fb / fb.sum(axis=0) if unit_sum else fb
 
 
 def test_logstft_matches_plain_stft_and_triangles():
     cfg = config(channels=["logstft"], n_bins=32, standardize="none")
     wave = sine(700) + sine(2500, amp=0.2)
     ours = AudioFeaturizer(cfg)(wave)[0].numpy()
-    ref = plain_triangles(257, 32, 0.0, SR / 2).T @ plain_stft_magnitude(wave, 512, 256)
+    corners = np.linspace(0.0, SR / 2, 34)
+    ref = plain_triangles(257, corners).T @ plain_stft_magnitude(wave, 512, 256)
     # compared in the linear domain: float32 leakage floors differ by ~1e-7 of the peak
     np.testing.assert_allclose(np.exp(ours) - 1e-6, ref, rtol=1e-4, atol=1e-6 * ref.max())
     # the 700 Hz sine peaks in the bin whose centre is nearest 700 Hz
     centres = np.linspace(0, SR / 2, 34)[1:-1]
     assert ours[:, 10].argmax() == np.abs(centres - 700).argmin()
+
+
+def test_logfreq_matches_plain_stft_and_log_spaced_triangles():
+    cfg = config(channels=["logfreq"], n_bins=48, standardize="none")
+    wave = sine(440) + sine(1000, amp=0.2)
+    ours = AudioFeaturizer(cfg)(wave)[0].numpy()
+    corners = 110.0 * 2.0 ** (np.arange(-1, 49) / 12)
+    ref = plain_triangles(2049, corners, unit_sum=False).T @ plain_stft_magnitude(wave, 4096, 256)
+    np.testing.assert_allclose(np.exp(ours) - 1e-6, ref, rtol=1e-4, atol=1e-6 * ref.max())
+    assert ours[:, 30].argmax() == 24  # 440 Hz = 110 Hz * 2^(24/12)
+
+
+def harmonic(f0: float, partials: int = 6) -> np.ndarray:
+    return sum(sine(f0 * k, amp=0.4 / k) for k in range(1, partials + 1))
+
+
+@pytest.mark.parametrize("semitones", [1, 3, 7])
+def test_logfreq_moves_a_harmonic_tone_by_its_shift_in_semitones(semitones):
+    """A pitch shift is a translation along logfreq's F axis, one bin per semitone, in level
+    too (unit-height triangles)."""
+    feat = AudioFeaturizer(config(channels=["logfreq"], n_bins=48, standardize="none"))
+    low = feat(harmonic(196.0))[:, :, 10:-10].mean(dim=-1)  # G3, away from the padded edges
+    high = feat(harmonic(196.0 * 2 ** (semitones / 12)))[:, :, 10:-10].mean(dim=-1)
+    for partial in (1, 2, 4):
+        b = round(12 * np.log2(196.0 * partial / 110.0))
+        assert low[0, b] > low[0, b - 1] and low[0, b] > low[0, b + 1]  # a peak per partial
+        torch.testing.assert_close(high[0, b + semitones], low[0, b], atol=0.15, rtol=0.0)
+
+
+@pytest.mark.parametrize(
+    ("audio", "clip", "message"),
+    [({"channels": ["logfreq"], "n_bins": 96}, 1.0, "reaches 2.*above sample_rate/2"),
+     ({"channels": ["logfreq"], "logfreq_n_fft": 512}, 1.0, "wider than the lowest logfreq"),
+     ({"channels": ["logfreq"]}, 0.1, "fewer than logfreq_n_fft/2"),
+     ({"channels": ["logfreq"], "hop_length": 512, "logfreq_n_fft": 256, "n_bins": 16,
+       "logfreq_f_min": 1000.0, "n_fft": 512}, 1.0, "exceeds audio.logfreq_n_fft")],
+)
+def test_logfreq_settings_checked_with_the_key_named(audio, clip, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(clip_seconds=clip, audio=audio)
+    DataConfig(clip_seconds=clip, audio={**audio, "channels": ["logmel"]})  # only with logfreq
 
 
 def plain_pcen(e: np.ndarray, s: float, alpha: float, delta: float, r: float, eps: float):

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from raysys.config_base import AutoOrPositive, Section
 
 Modality = Literal["audio", "image", "tabular"]
-AudioChannel = Literal["logmel", "logstft", "pcen"]
+AudioChannel = Literal["logmel", "logstft", "pcen", "logfreq"]
 
 
 def _check_range(
@@ -33,6 +33,16 @@ class AudioFeatures(Section):
     f_min: float = Field(0.0, ge=0)
     f_max: float | None = Field(None, gt=0, description="upper band edge in Hz; None = sr/2")
     log_eps: float = Field(1e-6, gt=0, description="floor added before log: log(x + log_eps)")
+    logfreq_f_min: float = Field(
+        110.0, gt=0, description="logfreq channel: centre of its lowest bin in Hz (A2)"
+    )
+    logfreq_bins_per_octave: int = Field(
+        12, gt=0, description="logfreq channel: bins per octave (12: one per semitone)"
+    )
+    logfreq_n_fft: int = Field(
+        4096, gt=0, description="logfreq channel: its own STFT size, long enough to resolve "
+        "its lowest bins (shares hop_length, so T is the same)"
+    )
     pcen_time_constant: float = Field(
         0.4, gt=0, description="PCEN smoother time constant in seconds (Wang et al. 2017: 0.4)"
     )
@@ -223,6 +233,33 @@ class DataConfig(Section):
         self._check_audio_bands()
         return self
 
+    def _check_logfreq_bands(self) -> None:
+        a, nyquist = self.audio, self.sample_rate / 2
+        per_bin = 2.0 ** (1.0 / a.logfreq_bins_per_octave)
+        top = a.logfreq_f_min * per_bin ** a.n_bins  # upper corner of the highest triangle
+        if top > nyquist:
+            raise ValueError(
+                f"audio.logfreq_f_min={a.logfreq_f_min} with audio.n_bins={a.n_bins} at "
+                f"{a.logfreq_bins_per_octave} bins per octave reaches {top:.0f} Hz, above "
+                f"sample_rate/2 = {nyquist}; use fewer bins or a lower logfreq_f_min"
+            )
+        narrowest = a.logfreq_f_min * (per_bin - 1.0 / per_bin)
+        spacing = self.sample_rate / a.logfreq_n_fft
+        if narrowest < spacing:
+            raise ValueError(
+                f"audio.logfreq_n_fft={a.logfreq_n_fft}: its {spacing:.1f} Hz STFT bins are wider "
+                f"than the lowest logfreq filter ({narrowest:.1f} Hz at logfreq_f_min="
+                f"{a.logfreq_f_min}); use a larger logfreq_n_fft or a higher logfreq_f_min"
+            )
+        if round(self.clip_seconds * self.sample_rate) <= a.logfreq_n_fft // 2:
+            raise ValueError(
+                f"clip_seconds={self.clip_seconds} gives fewer than logfreq_n_fft/2 = "
+                f"{a.logfreq_n_fft // 2} samples; the centred STFT needs more"
+            )
+        if a.hop_length > a.logfreq_n_fft:
+            raise ValueError(f"audio.hop_length={a.hop_length} exceeds audio.logfreq_n_fft="
+                             f"{a.logfreq_n_fft}")
+
     def _check_audio_bands(self) -> None:
         nyquist = self.sample_rate / 2
         a = self.audio
@@ -244,6 +281,8 @@ class DataConfig(Section):
             )
         if a.hop_length > a.n_fft:
             raise ValueError(f"audio.hop_length={a.hop_length} exceeds audio.n_fft={a.n_fft}")
+        if "logfreq" in a.channels:
+            self._check_logfreq_bands()
         aug = self.augment.audio
         if aug.band_p > 0 and aug.band_lowpass_hz[1] >= nyquist:
             raise ValueError(f"augment.audio.band_lowpass_hz={list(aug.band_lowpass_hz)}: the "
