@@ -156,6 +156,31 @@ def test_loev_plus_plus_branches_are_independent(audio: dict) -> None:
     assert "image" not in model.branches["pitch_shift"]
 
 
+def test_branch_features_are_each_loev_branch_before_its_projection() -> None:
+    """Evaluation probes a LOEV++ head's branch as it probes the backbone of the invariant
+    head: the branch's last stage on the shared trunk, zeros where a view is absent."""
+    from raysys.embed.spaces import encode_views
+
+    model = make_model(loev_heads=["pitch_shift", "time_stretch"], loev_plus_plus=True)
+    batch = make_batch()
+    batch.views["audio"].present[1] = False
+    got = model.branch_features("audio", batch.views["audio"])
+    assert list(got) == ["pitch_shift_branch", "time_stretch_branch"]
+    x = batch.views["audio"].x.reshape(B * V, C, F, T)
+    trunk = model.encoders["audio"].trunk(x)
+    branch = model.branches["pitch_shift"]["audio"](trunk).reshape(B, V, -1)
+    torch.testing.assert_close(got["pitch_shift_branch"][0], branch[0])
+    assert (got["pitch_shift_branch"][1] == 0).all()
+    head = model.heads.project("pitch_shift", "audio", branch.reshape(B * V, -1))
+    out = model(batch)
+    torch.testing.assert_close(out.embeddings["pitch_shift"][0, :V], head.reshape(B, V, -1)[0])
+    assert model.branch_features("image", batch.views["image"]) == {}  # image has no branch
+    assert make_model().branch_features("audio", batch.views["audio"]) == {}
+    views = encode_views(model, "audio", batch.views["audio"].x[:, :1], layers=True)
+    assert {"pitch_shift_branch", "time_stretch_branch"} <= set(views)
+    assert "pitch_shift_branch" not in encode_views(model, "audio", batch.views["audio"].x[:, :1])
+
+
 def test_default_sizes_are_small_and_resnet18_is_available() -> None:
     inputs = ModelInputs(("audio", "image", "tabular"), 3, 10, (20, 30), 16)
     model = MultiViewModel(ModelConfig(), inputs)

@@ -29,7 +29,7 @@ from raysys.embed.preprocess import Preprocessor
 from raysys.eval.classic import audio_features, image_features, log_features, log_vocabulary
 from raysys.eval.measure import FUSED, Spaces, fuse_concat, fuse_mean
 from raysys.models.config import INVARIANT_HEAD
-from raysys.models.multimodal import MultiViewModel
+from raysys.models.multimodal import MultiViewModel, branch_space
 
 BACKBONE = "backbone"
 
@@ -65,13 +65,16 @@ def _progress(what: str, done: int, total: int, every_s: float = 10.0) -> None:
 def encode_views(model: MultiViewModel, modality: str, x: Any, layers: bool = False
                  ) -> dict[str, torch.Tensor]:
     """{backbone, head...}: `[n, d]` of n single views (heads L2-normalised); with `layers`
-    also each trunk layer's pooled output (`layer1`, ...; MultiViewModel.layer_features)."""
+    also each LOEV++ branch before its projection (`pitch_shift_branch`, ...;
+    MultiViewModel.branch_features) and each trunk layer's pooled output (`layer1`, ...;
+    MultiViewModel.layer_features)."""
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     views = ModalityViews(x=x, present=torch.ones(n, dtype=torch.bool))
     backbone, heads = model.encode_modality(modality, views)
     out = {BACKBONE: backbone[:, 0].float()}
     out.update({h: F.normalize(e[:, 0].float(), dim=-1) for h, e in heads.items()})
     if layers:
+        out.update({k: t[:, 0].float() for k, t in model.branch_features(modality, views).items()})
         out.update({k: t[:, 0].float() for k, t in model.layer_features(modality, views).items()})
     return out
 
@@ -120,8 +123,9 @@ def audio_windows(batches: list[dict[str, np.ndarray]], layout: tuple[int, int]
 def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.ndarray]],
                 layout: tuple[int, int]) -> Spaces:
     """Spaces of one model over preprocessed batches: the invariant head per modality, per
-    modality the backbone and every head for the factor probes, and the mean fusion and
-    cross-modal retrieval in the shared head (`cross` when the model has one)."""
+    modality the backbone, every LOEV++ branch and every head for the factor probes, and the
+    mean fusion and cross-modal retrieval in the shared head (`cross` when the model has
+    one)."""
     model = model.eval()
     n = sum(len(b["key"]) for b in batches)
     found: dict[str, dict[int, dict[str, torch.Tensor]]] = {m: {} for m in model.modalities}
@@ -137,10 +141,12 @@ def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.nda
     probe: dict[str, dict[str, np.ndarray]] = {}
     layers: dict[str, dict[str, np.ndarray]] = {}
     for m, rows in found.items():
-        names = [BACKBONE, *model.output_names()]
+        branches = [branch_space(h) for h, branch in model.branches.items() if m in branch]
+        names = [BACKBONE, *branches, *model.output_names()]
         first = next(iter(rows.values()), {})
-        dims = {k: model.encoders[m].out_dim if k == BACKBONE else model.cfg.embed_dim
-                for k in names} | {k: len(t) for k, t in first.items() if k not in names}
+        dims = {k: model.encoders[m].out_dim if k in (BACKBONE, *branches) else
+                model.cfg.embed_dim for k in names} | {k: len(t) for k, t in first.items()
+                                                        if k not in names}
         table = {k: np.zeros((n, d), np.float32) for k, d in dims.items()}
         for i, vectors in rows.items():
             for k, t in vectors.items():

@@ -95,6 +95,11 @@ def flatten_views(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
 
 
+def branch_space(head: str) -> str:
+    """The evaluation space of a LOEV++ head's branch (its last stage, before projection)."""
+    return f"{head}_branch"
+
+
 class MultiViewModel(nn.Module):
     def __init__(self, cfg: ModelConfig, inputs: ModelInputs) -> None:
         super().__init__()
@@ -167,6 +172,18 @@ class MultiViewModel(nn.Module):
         x, (b, v) = self._flat_input(modality, views.x, present)
         out = self.encoders[modality].layer_features(x)
         return {k: zero_absent(t.reshape(b, v, -1), present) for k, t in out.items()}
+
+    def branch_features(self, modality: str, views: ModalityViews) -> dict[str, torch.Tensor]:
+        """Evaluation: each LOEV++ head's own last stage `[B, V, D_m]`, before its projection
+        (what the backbone is to the invariant head), zeros where absent; {} without LOEV++."""
+        heads = [h for h, branch in self.branches.items() if modality in branch]
+        if not heads:
+            return {}
+        present = views.present.bool()
+        x, (b, v) = self._flat_input(modality, views.x, present)
+        trunk = self.encoders[modality].trunk(x)
+        return {branch_space(h): zero_absent(self.branches[h][modality](trunk).reshape(b, v, -1),
+                                             present) for h in heads}
 
     def _branch_feature(
         self, head: str, modality: str, trunk: torch.Tensor, backbone: torch.Tensor
