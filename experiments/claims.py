@@ -174,6 +174,9 @@ CLAIMS = {
         measures={"key: pitch head": Probe(KEY, ("pitch_shift", "invariant", "backbone")),
                   "tempo R²: time head": Probe(("tempo",), ("time_stretch", "invariant",
                                                             "backbone")),
+                  "key: pitch branch": Probe(KEY, ("pitch_shift_branch", "backbone")),
+                  "tempo R²: time branch": Probe(("tempo",), ("time_stretch_branch",
+                                                             "backbone")),
                   "key: invariant": Probe(KEY, ("invariant", "backbone")),
                   "tempo R²: invariant": Probe(("tempo",), ("invariant", "backbone")),
                   "pitch shift moves the pitch head": Reaction("pitch", ("pitch_shift",
@@ -187,7 +190,8 @@ CLAIMS = {
              "key is 12-way accuracy (the demo's: its `pitch` factor; chance: the majority "
              "class, ~0.10 on music; the issue's goal 3 asks >= 3x chance), tempo the R² "
              "of log tempo (goal: >= 0.5). Without "
-             "LOEV heads the 'pitch head' and 'time head' columns read the invariant head; "
+             "LOEV heads the 'pitch head' and 'time head' columns read the invariant head "
+             "and the 'branch' columns (a LOEV++ branch before its projection) the backbone; "
              "the classic row reads the hand-crafted features. LOEV needs 3+ views per entity "
              "(docs/learning.md, session 10): the recipe's 4; `crop_shared` gives the "
              "LOEV views one crop, so that an augmentation is the only difference. 'moves': "
