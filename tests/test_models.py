@@ -105,13 +105,13 @@ def test_backbone_is_the_encoder_output_before_the_head() -> None:
     torch.testing.assert_close(out.embeddings["invariant"][:, :V], proj)
 
 
-def test_layer_features_are_each_trunk_layer_pooled_and_zero_where_absent() -> None:
+def test_inspected_layers_are_each_trunk_layer_pooled_and_zero_where_absent() -> None:
     """Evaluation's clustering by depth: every trunk layer with parameters (norms are not
     layers), its output averaged over everything after the channels."""
     model = make_model()
     batch = make_batch()
     batch.views["audio"].present[1] = False
-    got = {m: model.layer_features(m, batch.views[m]) for m in ("audio", "image", "tabular")}
+    got = {m: model.inspect_modality(m, batch.views[m])[2] for m in ("audio", "image", "tabular")}
     assert {m: list(g) for m, g in got.items()} == {
         "audio": ["layer1", "layer2"], "image": ["layer1", "layer2", "layer3", "layer4"],
         "tabular": ["layer1"]}
@@ -156,16 +156,21 @@ def test_loev_plus_plus_branches_are_independent(audio: dict) -> None:
     assert "image" not in model.branches["pitch_shift"]
 
 
-def test_branch_features_are_each_loev_branch_before_its_projection() -> None:
+def test_inspection_adds_each_loev_branch_before_its_projection_from_one_pass() -> None:
     """Evaluation probes a LOEV++ head's branch as it probes the backbone of the invariant
-    head: the branch's last stage on the shared trunk, zeros where a view is absent."""
+    head: the branch's last stage on the shared trunk, zeros where a view is absent; the
+    backbone and heads are encode_modality's."""
     from raysys.embed.spaces import encode_views
 
     model = make_model(loev_heads=["pitch_shift", "time_stretch"], loev_plus_plus=True)
     batch = make_batch()
     batch.views["audio"].present[1] = False
-    got = model.branch_features("audio", batch.views["audio"])
-    assert list(got) == ["pitch_shift_branch", "time_stretch_branch"]
+    backbone, heads, got = model.inspect_modality("audio", batch.views["audio"])
+    assert list(got) == ["pitch_shift_branch", "time_stretch_branch", "layer1", "layer2"]
+    assert model.branch_heads("audio") == ["pitch_shift", "time_stretch"]
+    plain_backbone, plain_heads = model.encode_modality("audio", batch.views["audio"])
+    torch.testing.assert_close(backbone, plain_backbone)
+    torch.testing.assert_close(heads, plain_heads)
     x = batch.views["audio"].x.reshape(B * V, C, F, T)
     trunk = model.encoders["audio"].trunk(x)
     branch = model.branches["pitch_shift"]["audio"](trunk).reshape(B, V, -1)
@@ -174,10 +179,12 @@ def test_branch_features_are_each_loev_branch_before_its_projection() -> None:
     head = model.heads.project("pitch_shift", "audio", branch.reshape(B * V, -1))
     out = model(batch)
     torch.testing.assert_close(out.embeddings["pitch_shift"][0, :V], head.reshape(B, V, -1)[0])
-    assert model.branch_features("image", batch.views["image"]) == {}  # image has no branch
-    assert make_model().branch_features("audio", batch.views["audio"]) == {}
+    image = model.inspect_modality("image", batch.views["image"])[2]  # image has no branch
+    assert model.branch_heads("image") == [] and not any("branch" in k for k in image)
+    assert list(make_model().inspect_modality("audio", batch.views["audio"])[2]) == [
+        "layer1", "layer2"]
     views = encode_views(model, "audio", batch.views["audio"].x[:, :1], layers=True)
-    assert {"pitch_shift_branch", "time_stretch_branch"} <= set(views)
+    assert {"pitch_shift_branch", "time_stretch_branch", "layer1"} <= set(views)
     assert "pitch_shift_branch" not in encode_views(model, "audio", batch.views["audio"].x[:, :1])
 
 
@@ -433,7 +440,8 @@ def test_tdnn_aggregate_all_pools_the_statistics_of_every_frame_layer() -> None:
     stats = torch.cat([stacked.mean(-1), stacked.std(-1, unbiased=False)], dim=1)
     assert stats.shape == (3, 2 * (12 + 10 + 6))
     torch.testing.assert_close(encoder(x), encoder.last.out(stats))
-    layers = encoder.layer_features(x)
+    trunk, layers = encoder.trunk_layers(x)
+    torch.testing.assert_close(trunk, encoder.trunk(x))
     assert list(layers) == ["layer1", "layer2"]
     torch.testing.assert_close(layers["layer1"], l1.mean(-1))
     torch.testing.assert_close(layers["layer2"], l2.mean(-1))

@@ -65,17 +65,18 @@ def _progress(what: str, done: int, total: int, every_s: float = 10.0) -> None:
 def encode_views(model: MultiViewModel, modality: str, x: Any, layers: bool = False
                  ) -> dict[str, torch.Tensor]:
     """{backbone, head...}: `[n, d]` of n single views (heads L2-normalised); with `layers`
-    also each LOEV++ branch before its projection (`pitch_shift_branch`, ...;
-    MultiViewModel.branch_features) and each trunk layer's pooled output (`layer1`, ...;
-    MultiViewModel.layer_features)."""
+    also, from the same pass, each LOEV++ branch before its projection
+    (`pitch_shift_branch`, ...) and each trunk layer's pooled output (`layer1`, ...;
+    MultiViewModel.inspect_modality)."""
     n = len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
     views = ModalityViews(x=x, present=torch.ones(n, dtype=torch.bool))
-    backbone, heads = model.encode_modality(modality, views)
+    if layers:
+        backbone, heads, inspected = model.inspect_modality(modality, views)
+    else:
+        (backbone, heads), inspected = model.encode_modality(modality, views), {}
     out = {BACKBONE: backbone[:, 0].float()}
     out.update({h: F.normalize(e[:, 0].float(), dim=-1) for h, e in heads.items()})
-    if layers:
-        out.update({k: t[:, 0].float() for k, t in model.branch_features(modality, views).items()})
-        out.update({k: t[:, 0].float() for k, t in model.layer_features(modality, views).items()})
+    out.update({k: t[:, 0].float() for k, t in inspected.items()})
     return out
 
 
@@ -141,7 +142,7 @@ def embed_model(name: str, model: MultiViewModel, batches: list[dict[str, np.nda
     probe: dict[str, dict[str, np.ndarray]] = {}
     layers: dict[str, dict[str, np.ndarray]] = {}
     for m, rows in found.items():
-        branches = [branch_space(h) for h, branch in model.branches.items() if m in branch]
+        branches = [branch_space(h) for h in model.branch_heads(m)]
         names = [BACKBONE, *branches, *model.output_names()]
         first = next(iter(rows.values()), {})
         dims = {k: model.encoders[m].out_dim if k in (BACKBONE, *branches) else

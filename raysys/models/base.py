@@ -76,12 +76,14 @@ class StagedEncoder(nn.Module):
         self.check(x)
         return self.last(self.trunk(x))
 
-    def layer_features(self, x: torch.Tensor | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`{layer1, layer2, ...}`: the output of each trunk layer with parameters (not a norm),
-        averaged over every axis after the channels (`[N, C]`); evaluation reads how class
-        structure grows with depth (then the backbone and the heads). A trunk that is not a
-        Sequential of layers, or whose output is not a tensor, is one step or none; the members of
-        a `LayerStack` count one by one."""
+    def trunk_layers(
+        self, x: torch.Tensor | dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`trunk(x)`, and `{layer1, layer2, ...}` from the same pass: the output of each trunk
+        layer with parameters (not a norm), averaged over every axis after the channels
+        (`[N, C]`); evaluation reads how class structure grows with depth (then the backbone
+        and the heads). A trunk that is not a Sequential of layers, or whose output is not a
+        tensor, is one step or none; the members of a `LayerStack` count one by one."""
         self.check(x)
         layers = list(self.trunk) if isinstance(self.trunk, nn.Sequential) else [self.trunk]
         out: dict[str, torch.Tensor] = {}
@@ -100,4 +102,4 @@ class StagedEncoder(nn.Module):
             else:
                 h = layer(h)
                 record(layer, h)
-        return out
+        return h, out

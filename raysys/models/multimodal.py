@@ -144,54 +144,54 @@ class MultiViewModel(nn.Module):
     def output_names(self) -> list[str]:
         return self.head_names + ([COLA_HEAD] if self.cfg.cola else [])
 
+    def branch_heads(self, modality: str) -> list[str]:
+        """The LOEV++ heads with their own branch (last stage) for `modality`."""
+        return [h for h, branch in self.branches.items() if modality in branch]
+
     def encode_modality(
         self, modality: str, views: ModalityViews
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Backbone `[B, V, D_m]` and each head's embeddings `[B, V, d]`, zeros where absent."""
+        backbone, heads, _ = self._encode(modality, views, inspect=False)
+        return backbone, heads
+
+    def inspect_modality(
+        self, modality: str, views: ModalityViews
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Evaluation: `encode_modality`'s backbone and heads, and from the same trunk pass
+        each LOEV++ branch before its projection (`pitch_shift_branch`, ...: what the backbone
+        is to the invariant head) and each trunk layer's pooled output (`layer1`, ...;
+        StagedEncoder.trunk_layers), `[B, V, .]`, zeros where absent."""
+        return self._encode(modality, views, inspect=True)
+
+    def _encode(
+        self, modality: str, views: ModalityViews, inspect: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         if modality not in self.encoders:
             raise ValueError(f"model has no encoder for {modality!r} (has {self.modalities})")
         present = views.present.bool()
         x, (b, v) = self._flat_input(modality, views.x, present)
         encoder = self.encoders[modality]
         encoder.check(x)
-        trunk = encoder.trunk(x)
+        trunk, layers = encoder.trunk_layers(x) if inspect else (encoder.trunk(x), {})
         backbone = encoder.last(trunk)
-        out: dict[str, torch.Tensor] = {}
-        for head in self.head_names:
-            feat = self._branch_feature(head, modality, trunk, backbone)
-            out[head] = self.heads.project(head, modality, feat)
+        branches = {h: self.branches[h][modality](trunk) for h in self.branch_heads(modality)}
+        out = {h: self.heads.project(h, modality, self._head_input(h, backbone, branches))
+               for h in self.head_names}  # fmt: skip
         if self.cfg.cola:
             out[COLA_HEAD] = self.heads.project_cola(modality, backbone)
+        extra = {branch_space(h): t for h, t in branches.items()} | layers if inspect else {}
         unflat = lambda t: zero_absent(t.reshape(b, v, -1), present)
-        return unflat(backbone), {k: unflat(t) for k, t in out.items()}
+        return (unflat(backbone), {k: unflat(t) for k, t in out.items()},
+                {k: unflat(t) for k, t in extra.items()})
 
-    def layer_features(self, modality: str, views: ModalityViews) -> dict[str, torch.Tensor]:
-        """Evaluation: each trunk layer's pooled output (StagedEncoder.layer_features),
-        `[B, V, C]` per layer, zeros where absent."""
-        present = views.present.bool()
-        x, (b, v) = self._flat_input(modality, views.x, present)
-        out = self.encoders[modality].layer_features(x)
-        return {k: zero_absent(t.reshape(b, v, -1), present) for k, t in out.items()}
-
-    def branch_features(self, modality: str, views: ModalityViews) -> dict[str, torch.Tensor]:
-        """Evaluation: each LOEV++ head's own last stage `[B, V, D_m]`, before its projection
-        (what the backbone is to the invariant head), zeros where absent; {} without LOEV++."""
-        heads = [h for h, branch in self.branches.items() if modality in branch]
-        if not heads:
-            return {}
-        present = views.present.bool()
-        x, (b, v) = self._flat_input(modality, views.x, present)
-        trunk = self.encoders[modality].trunk(x)
-        return {branch_space(h): zero_absent(self.branches[h][modality](trunk).reshape(b, v, -1),
-                                             present) for h in heads}
-
-    def _branch_feature(
-        self, head: str, modality: str, trunk: torch.Tensor, backbone: torch.Tensor
+    def _head_input(
+        self, head: str, backbone: torch.Tensor, branches: dict[str, torch.Tensor]
     ) -> torch.Tensor:
         """LOEV++: the head's own copy of the last stage; otherwise the shared backbone (for the
         cross head with its gradient scaled by `model.cross_backprop`; same value)."""
-        if head in self.branches and modality in self.branches[head]:
-            return self.branches[head][modality](trunk)
+        if head in branches:
+            return branches[head]
         share = self.cfg.cross_backprop
         if head == CROSS_HEAD and share < 1:
             return backbone * share + backbone.detach() * (1 - share)
