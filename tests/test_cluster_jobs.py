@@ -83,10 +83,11 @@ def cluster(s3_endpoint) -> Iterator[str]:
     temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Unix socket path limits
     dashboard = free_port()
     address = f"http://127.0.0.1:{dashboard}"
-    head = subprocess.Popen(head_command(temp_dir, dashboard),
-                            env={**os.environ, "RAY_AUTH_MODE": "token"},
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = Path(temp_dir) / "ray-start.log"  # why it failed, if it does
+    with log.open("wb") as sink:
+        head = subprocess.Popen(head_command(temp_dir, dashboard),
+                                env={**os.environ, "RAY_AUTH_MODE": "token"},
+                                start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     try:
         make_bucket(s3_endpoint, BUCKET)  # while the head starts
         from raysys.data.demo import make_demo_archive
@@ -98,7 +99,9 @@ def cluster(s3_endpoint) -> Iterator[str]:
                 client(address).list_jobs()
                 break
             except Exception:  # noqa: BLE001 - not up yet
-                assert head.poll() is None and time.time() < deadline, "ray start failed"
+                assert head.poll() is None and time.time() < deadline, (
+                    f"ray start failed (exit {head.poll()}); its output ends:\n"
+                    + log.read_text(errors="replace")[-2000:])
                 time.sleep(1)
         yield address
     finally:
