@@ -195,7 +195,8 @@ def depth_clustering(spaces: Spaces, labels: pd.DataFrame, label_sets: dict[str,
 def factor_probes(spaces: Spaces, labels: pd.DataFrame, factors: dict[str, str],
                   kinds: dict[str, FactorKind], cfg: EvaluationConfig) -> list[dict[str, Any]]:
     """Per modality, per probe space (backbone, each head), per factor: the logistic probe's
-    k-fold accuracy (categorical) or ridge R^2 (continuous; tempo adds Acc1)."""
+    k-fold accuracy (categorical) or ridge R^2 (continuous; tempo adds Acc1; the ridge
+    strength of each fold, chosen on its training folds, in `alpha`)."""
     rows: list[dict[str, Any]] = []
     for modality, probe_spaces in spaces.probe_spaces.items():
         keep = spaces.present[modality]
@@ -215,7 +216,8 @@ def factor_probes(spaces: Spaces, labels: pd.DataFrame, factors: dict[str, str],
                 got = _guard(kfold_regression, x[sel], y.astype(float), folds=cfg.folds,
                              seed=cfg.seed, tempo=kind == "tempo")
                 row.update(metric="R2", **({"value": got["r2"], "chance": 0.0,
-                                            "acc1": got.get("acc1")} if "r2" in got else got))
+                                            "acc1": got.get("acc1"), "alpha": got["alpha"]}
+                                           if "r2" in got else got))
             rows.append(row)
     return rows
 

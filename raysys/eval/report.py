@@ -447,8 +447,9 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
     few, plots = _few_shot_section(out_dir, report)
     lines += few
     lines += ["## Factor probes (backbone and every head)", "",
-              "Logistic-probe accuracy (categorical factors) or ridge R² (continuous; tempo in "
-              "log2 BPM, Acc1 = within ±4 %), k-fold, per modality and probe space.", "",
+              "Logistic-probe accuracy (categorical factors) or ridge R² (continuous, the ridge "
+              "strength chosen on the training folds; tempo in log2 BPM, Acc1 = within ±4 %), "
+              "k-fold, per modality and probe space.", "",
               probe_table(report), "",
               *_depth_section(out_dir, report, plots),
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
