@@ -11,9 +11,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "Episodes": "fewshot", "few_shot": "fewshot", "sample_episodes": "fewshot",
     "knn_accuracy": "neighbours", "neighbour_agreement": "neighbours",
     "neighbour_agreement_chance": "neighbours", "top_k_neighbours": "neighbours",
-    "linear_probe": "probes", "split_indices": "probes", "tempo_accuracy": "probes",
-    "tempo_probe": "probes",
+    "tempo_accuracy": "probes",
     "cosine_scores": "retrieval", "map_at_k": "retrieval", "ndcg_at_k": "retrieval",
     "recall_at_k": "retrieval",
-    "format_table": "subspace", "subspace_probes": "subspace",
+    "subspace_probes": "subspace",
 })

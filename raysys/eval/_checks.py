@@ -135,3 +135,12 @@ def same_dim(a: np.ndarray, b: np.ndarray, name_a: str, name_b: str) -> None:
         raise ValueError(
             f"{name_a} has dimension {a.shape[1]} but {name_b} has dimension {b.shape[1]}"
         )
+
+
+def guarded(fn, *args, **kwargs) -> Any:
+    """`fn(*args, **kwargs)`, or `{"skipped": reason}` when it raises ValueError (a metric the
+    data cannot support: a single class, too few samples); the report says why."""
+    try:
+        return fn(*args, **kwargs)
+    except ValueError as e:
+        return {"skipped": str(e).splitlines()[0]}

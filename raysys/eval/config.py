@@ -22,6 +22,8 @@ class EvaluationConfig(Section):
 
     seed: int = Field(0, description="seed of the folds, the random labels and the episodes")
     knn_k: int = Field(20, ge=1, description="neighbours of the kNN classifier")
+    agreement_k: int = Field(10, ge=1, description="neighbours of the factor probes' "
+                             "neighbour agreement (do a space's neighbours share the factor?)")
     probe_C: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic probe")
     random_control: bool = Field(True, description="also report NCC/CDNV on permuted labels")
     few_shot_ways: int = Field(5, ge=2, description="N of N-way K-shot")

@@ -24,11 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from raysys.eval._checks import guarded
 from raysys.eval.clustering import cdnv, random_labels
 from raysys.eval.config import EvaluationConfig
 from raysys.eval.fewshot import few_shot
-from raysys.eval.protocol import FactorKind, kfold_classification, kfold_regression
+from raysys.eval.probes import TEMPO_TOLERANCE
+from raysys.eval.protocol import FactorKind, kfold_classification
 from raysys.eval.retrieval import cosine_scores, retrieval_report
+from raysys.eval.subspace import probe_row
 
 FUSED = "fused"
 
@@ -95,13 +98,6 @@ def fuse_concat(embeddings: dict[str, np.ndarray], present: dict[str, np.ndarray
     return np.concatenate(parts, axis=1), count > 0
 
 
-def _guard(fn, *args, **kwargs) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except ValueError as e:
-        return {"skipped": str(e).splitlines()[0]}
-
-
 def few_shot_curve(x: np.ndarray, y: np.ndarray, cfg: EvaluationConfig) -> dict[str, Any]:
     """Prototype accuracy against K (`eval.few_shot_shots`) on z-scored, L2-normalised
     features, episodes drawn from every labelled entity: W = min(few_shot_ways, classes);
@@ -147,9 +143,9 @@ def measure_space(x: np.ndarray, keep: np.ndarray, labels: pd.DataFrame,
         if reason:
             out["labels"][name] = out["few_shot"][name] = {"skipped": reason}
             continue
-        out["labels"][name] = _guard(kfold_classification, x[rows], y, folds=cfg.folds,
-                                     seed=cfg.seed, C=cfg.probe_C, knn_k=cfg.knn_k)
-        out["few_shot"][name] = _guard(few_shot_curve, x[rows], y, cfg)
+        out["labels"][name] = guarded(kfold_classification, x[rows], y, folds=cfg.folds,
+                                      seed=cfg.seed, C=cfg.probe_C, knn_k=cfg.knn_k)
+        out["few_shot"][name] = guarded(few_shot_curve, x[rows], y, cfg)
     return out
 
 
@@ -183,10 +179,10 @@ def depth_clustering(spaces: Spaces, labels: pd.DataFrame, label_sets: dict[str,
                 if reason:
                     row[name] = {"skipped": reason}
                     continue
-                got = _guard(kfold_classification, x[rows], yy, folds=cfg.folds,
-                             seed=cfg.seed, classifiers=("ncc",))
+                got = guarded(kfold_classification, x[rows], yy, folds=cfg.folds,
+                              seed=cfg.seed, classifiers=("ncc",))
                 row[name] = ({"ncc": got["ncc"], "chance": got["chance"],
-                              "cdnv": _guard(cdnv, x[rows], yy, min_class_size=1)}
+                              "cdnv": guarded(cdnv, x[rows], yy, min_class_size=1)}
                              if "ncc" in got else got)
             out[modality][space] = row
     return out
@@ -194,31 +190,20 @@ def depth_clustering(spaces: Spaces, labels: pd.DataFrame, label_sets: dict[str,
 
 def factor_probes(spaces: Spaces, labels: pd.DataFrame, factors: dict[str, str],
                   kinds: dict[str, FactorKind], cfg: EvaluationConfig) -> list[dict[str, Any]]:
-    """Per modality, per probe space (backbone, each head), per factor: the logistic probe's
-    k-fold accuracy (categorical) or ridge R^2 (continuous; tempo adds Acc1; the ridge
-    strength of each fold, chosen on its training folds, in `alpha`)."""
+    """Per modality, per probe space (backbone, each branch and head), per factor: the
+    subspace probe (raysys.eval.subspace.probe_row: k-fold logistic accuracy or ridge R^2,
+    neighbour agreement against chance) on the entities with the modality and the factor."""
     rows: list[dict[str, Any]] = []
     for modality, probe_spaces in spaces.probe_spaces.items():
         keep = spaces.present[modality]
-        for (space, x), (factor, column) in itertools.product(probe_spaces.items(),
-                                                              factors.items()):
+        for (factor, column), (space, x) in itertools.product(factors.items(),
+                                                              probe_spaces.items()):
             sel = _labelled(labels, column, keep)
-            y = labels[column].to_numpy()[sel]
             kind = kinds.get(factor, "categorical")
-            row: dict[str, Any] = {"modality": modality, "space": space, "factor": factor,
-                                   "kind": kind}
-            if kind == "categorical":
-                got = _guard(kfold_classification, x[sel], y, folds=cfg.folds, seed=cfg.seed,
-                             classifiers=("logistic",), C=cfg.probe_C)
-                row.update(metric="accuracy", **({"value": got["logistic"], "chance":
-                           got["chance"]} if "logistic" in got else got))
-            else:
-                got = _guard(kfold_regression, x[sel], y.astype(float), folds=cfg.folds,
-                             seed=cfg.seed, tempo=kind == "tempo")
-                row.update(metric="R2", **({"value": got["r2"], "chance": 0.0,
-                                            "acc1": got.get("acc1"), "alpha": got["alpha"]}
-                                           if "r2" in got else got))
-            rows.append(row)
+            rows.append({"modality": modality, "space": space, "factor": factor, "kind": kind,
+                         **probe_row(x[sel], labels[column].to_numpy()[sel], kind,
+                                     folds=cfg.folds, seed=cfg.seed, C=cfg.probe_C,
+                                     k=cfg.agreement_k, rel_tol=TEMPO_TOLERANCE)})
     return rows
 
 
@@ -265,12 +250,12 @@ def graded_relevance(x: np.ndarray, keep: np.ndarray, keys: list[str], ratings: 
     gains[qi, ci] = rows["relevance"].to_numpy(dtype=float)
     mask[qi, ci] = True
     scores = cosine_scores(x[[index[q] for q in chosen]], x)
-    report = _guard(retrieval_report, scores, relevance=gains, mask=mask, map_k=k)
+    report = guarded(retrieval_report, scores, relevance=gains, mask=mask, map_k=k)
     positives = gains >= RELEVANT_RATING
     with_positive = positives.any(axis=1)
     if with_positive.any():
-        binary = _guard(retrieval_report, scores[with_positive], positives[with_positive],
-                        mask=mask[with_positive], ks=ks, map_k=k)
+        binary = guarded(retrieval_report, scores[with_positive], positives[with_positive],
+                         mask=mask[with_positive], ks=ks, map_k=k)
         report.update({name: v for name, v in binary.items() if name != "skipped"})
     return {**report, "queries": len(chosen), "ratings": int(mask.sum()),
             "queries_with_positive": int(with_positive.sum()),

@@ -40,6 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from raysys.eval._checks import as_embeddings
+from raysys.eval.probes import TEMPO_TOLERANCE
 
 Classifier = Literal["ncc", "logistic", "knn"]
 CLASSIFIERS: tuple[Classifier, ...] = ("ncc", "logistic", "knn")
@@ -117,7 +118,7 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 
 def kfold_regression(x: Any, y: Sequence[float] | np.ndarray, *, folds: int = 5, seed: int = 0,
                      alphas: Sequence[float] = RIDGE_ALPHAS, tempo: bool = False,
-                     tolerance: float = 0.04) -> dict[str, Any]:
+                     tolerance: float = TEMPO_TOLERANCE) -> dict[str, Any]:
     """Out-of-fold ridge regression: `{"r2": {mean, ci95}, "alpha": [per fold], "n"}`, each
     fold's strength chosen among `alphas` on its training folds; for tempo the target is
     log2(BPM) and `acc1` (prediction within +-`tolerance` of the true BPM) is added."""

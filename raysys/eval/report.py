@@ -311,13 +311,21 @@ def probe_table(report: dict[str, Any]) -> str:
     rows = []
     for r in report["models"]["trained"]["probes"]:
         key = (r["modality"], r["space"], r["factor"])
-        cell = lambda row: ("skipped" if row is None or "skipped" in row  # noqa: E731
-                            else ci_cell(row.get("value")) + (
-                                f" (Acc1 {ci_cell(row['acc1'])})" if row.get("acc1") else ""))
         rows.append([r["modality"], r["space"], r["factor"], r.get("metric", ""),
-                     fmt(r.get("chance")), *[cell(by_model[n].get(key)) for n in names]])
-    return table(["modality", "space", "factor", "metric", "chance", *names], rows) if rows \
-        else "No factor to probe."
+                     fmt(r.get("chance")), fmt(r.get("agreement_chance")),
+                     *[_probe_cell(by_model[n].get(key)) for n in names]])
+    return table(["modality", "space", "factor", "metric", "chance", "neighbours: chance",
+                  *names], rows) if rows else "No factor to probe."
+
+
+def _probe_cell(row: dict[str, Any] | None) -> str:
+    """`value ± ci (Acc1 ...); neighbours a`: the probe, then the neighbour agreement."""
+    if row is None or "skipped" in row:
+        return "skipped"
+    acc1 = f" (Acc1 {ci_cell(row['acc1'])})" if row.get("acc1") else ""
+    agreement = row.get("agreement")
+    near = f"; neighbours {fmt(agreement)}" if isinstance(agreement, float) else ""
+    return ci_cell(row.get("value")) + acc1 + near
 
 
 def sensitivity_table(report: dict[str, Any]) -> str:
@@ -449,7 +457,9 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
     lines += ["## Factor probes (backbone and every head)", "",
               "Logistic-probe accuracy (categorical factors) or ridge R² (continuous, the ridge "
               "strength chosen on the training folds; tempo in log2 BPM, Acc1 = within ±4 %), "
-              "k-fold, per modality and probe space.", "",
+              "k-fold, per modality and probe space; then the neighbour agreement: the share "
+              "of each entity's `eval.agreement_k` nearest neighbours (cosine) with the same "
+              "factor (tempo within ±4 %), beside its chance level.", "",
               probe_table(report), "",
               *_depth_section(out_dir, report, plots),
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
