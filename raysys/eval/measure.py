@@ -196,14 +196,14 @@ def factor_probes(spaces: Spaces, labels: pd.DataFrame, factors: dict[str, str],
     rows: list[dict[str, Any]] = []
     for modality, probe_spaces in spaces.probe_spaces.items():
         keep = spaces.present[modality]
-        for (factor, column), (space, x) in itertools.product(factors.items(),
-                                                              probe_spaces.items()):
+        for factor, column in factors.items():
             sel = _labelled(labels, column, keep)
+            y = labels[column].to_numpy()[sel]
             kind = kinds.get(factor, "categorical")
-            rows.append({"modality": modality, "space": space, "factor": factor, "kind": kind,
-                         **probe_row(x[sel], labels[column].to_numpy()[sel], kind,
-                                     folds=cfg.folds, seed=cfg.seed, C=cfg.probe_C,
-                                     k=cfg.agreement_k, rel_tol=TEMPO_TOLERANCE)})
+            rows += [{"modality": modality, "space": space, "factor": factor, "kind": kind,
+                      **probe_row(x[sel], y, kind, folds=cfg.folds, seed=cfg.seed,
+                                  C=cfg.probe_C, k=cfg.agreement_k, rel_tol=TEMPO_TOLERANCE)}
+                     for space, x in probe_spaces.items()]
     return rows
 
 

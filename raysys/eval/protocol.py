@@ -40,7 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 
 from raysys.eval._checks import as_embeddings
-from raysys.eval.probes import TEMPO_TOLERANCE
+from raysys.eval.probes import TEMPO_TOLERANCE, tempo_accuracy
 
 Classifier = Literal["ncc", "logistic", "knn"]
 CLASSIFIERS: tuple[Classifier, ...] = ("ncc", "logistic", "knn")
@@ -116,6 +116,11 @@ def kfold_classification(
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))
 
 
+def regression_rows(y: np.ndarray, tempo: bool) -> np.ndarray:
+    """Bool mask of the targets a regression can use: finite, and positive for tempo."""
+    return np.isfinite(y) & ((y > 0) if tempo else True)
+
+
 def kfold_regression(x: Any, y: Sequence[float] | np.ndarray, *, folds: int = 5, seed: int = 0,
                      alphas: Sequence[float] = RIDGE_ALPHAS, tempo: bool = False,
                      tolerance: float = TEMPO_TOLERANCE) -> dict[str, Any]:
@@ -124,7 +129,7 @@ def kfold_regression(x: Any, y: Sequence[float] | np.ndarray, *, folds: int = 5,
     log2(BPM) and `acc1` (prediction within +-`tolerance` of the true BPM) is added."""
     x = as_embeddings(x, "x")
     y = np.asarray(y, dtype=np.float64)
-    keep = np.isfinite(y) & ((y > 0) if tempo else True)
+    keep = regression_rows(y, tempo)
     x, y = x[keep], y[keep]
     if y.size < 2 * folds or np.ptp(y) == 0:
         raise ValueError(f"{y.size} finite targets with spread {np.ptp(y) if y.size else 0}: "
@@ -145,7 +150,7 @@ def kfold_regression(x: Any, y: Sequence[float] | np.ndarray, *, folds: int = 5,
         "alpha": chosen,
     }
     if tempo:
-        acc = float(np.mean(np.abs(2 ** predicted - y) <= tolerance * y))
+        acc = tempo_accuracy(2 ** predicted, y, tolerance=tolerance)["acc1"]
         out["acc1"] = {"mean": acc, "ci95": binomial_ci(acc, y.size)}
     return out
 

@@ -19,7 +19,12 @@ import numpy as np
 from raysys.eval._checks import ArrayLike, as_embeddings, as_labels, guarded, to_numpy
 from raysys.eval.neighbours import neighbour_agreement, neighbour_agreement_chance
 from raysys.eval.probes import TEMPO_TOLERANCE
-from raysys.eval.protocol import FactorKind, kfold_classification, kfold_regression
+from raysys.eval.protocol import (
+    FactorKind,
+    kfold_classification,
+    kfold_regression,
+    regression_rows,
+)
 
 
 def infer_kind(values: np.ndarray) -> FactorKind:
@@ -40,9 +45,9 @@ def probe_row(x: np.ndarray, f: np.ndarray, kind: FactorKind, *, folds: int, see
                       classifiers=("logistic",), C=C)
         row = ({"metric": "accuracy", "value": got["logistic"], "chance": got["chance"]}
                if "logistic" in got else got)
-    else:  # the rows a regression can use (those kfold_regression keeps)
+    else:  # the rows kfold_regression uses, so that agreement counts the same entities
         f = f.astype(np.float64)
-        ok = np.isfinite(f) & ((f > 0) if kind == "tempo" else True)
+        ok = regression_rows(f, kind == "tempo")
         x, f = x[ok], f[ok]
         got = guarded(kfold_regression, x, f, folds=folds, seed=seed,
                       tempo=kind == "tempo", tolerance=rel_tol)
