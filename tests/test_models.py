@@ -449,6 +449,68 @@ def test_tdnn_aggregate_all_pools_the_statistics_of_every_frame_layer() -> None:
         ModelConfig(audio={"kind": "cnn", "aggregate": "all"})
 
 
+def naive_periodicity(h: torch.Tensor, module: torch.nn.Module) -> torch.Tensor:
+    """Loop reference of `Periodicity`: mix, centre, sum of x[t] x[t + lag] over t / lag 0."""
+    x = torch.nn.functional.conv1d(h, module.mix.weight, module.mix.bias)
+    x = x - x.mean(-1, keepdim=True)
+    frames = x.shape[-1]
+    zero = (x * x).sum(-1) + 1e-6 * frames
+    cols = [(x[..., : frames - lag] * x[..., lag:]).sum(-1) / zero if lag < frames
+            else torch.zeros_like(zero) for lag in range(1, module.lags + 1)]
+    return torch.stack(cols, dim=-1).flatten(1)
+
+
+@pytest.mark.parametrize("frames", [20, 7])
+def test_periodicity_matches_the_loop_reference_in_value_and_gradient(frames: int) -> None:
+    from raysys.models.audio import Periodicity
+
+    torch.manual_seed(0)
+    module = Periodicity(width=5, channels=3, lags=9)  # 9 > 7 - 1: zero-padded lags
+    h = torch.randn(4, 5, frames, dtype=torch.float64, requires_grad=True)
+    module = module.double()
+    out, ref = module(h), naive_periodicity(h, module)
+    assert out.shape == (4, 3 * 9)
+    torch.testing.assert_close(out, ref)
+    weights = torch.randn_like(out)
+    grads = [torch.autograd.grad((o * weights).sum(), [h, module.mix.weight]) for o in (out, ref)]
+    for got, want in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_periodicity_peaks_at_the_period_of_a_pulse_train() -> None:
+    """The property tempo needs: the autocorrelation of a pulse every p frames is highest at
+    lag p, whatever p, so two tempos give different features (a mean and std would not)."""
+    from raysys.models.audio import Periodicity
+
+    module = Periodicity(width=1, channels=1, lags=30)
+    with torch.no_grad():
+        module.mix.weight.fill_(1.0)
+        module.mix.bias.zero_()
+    for period in (6, 9, 14):
+        pulses = torch.zeros(1, 1, 63)
+        pulses[..., ::period] = 1.0
+        assert int(module(pulses)[0].argmax()) + 1 == period
+
+
+def test_tdnn_periodicity_joins_the_frame_statistics() -> None:
+    torch.manual_seed(0)
+    for aggregate, stacked in (("last", 6), ("all", 12 + 10 + 6)):
+        cfg = ModelConfig(embed_dim=8, proj_hidden=16, loev_heads=["time_stretch"],
+                          loev_plus_plus=True,
+                          audio={"kind": "tdnn", "widths": [12, 10, 6], "aggregate": aggregate,
+                                 "periodicity": 4, "periodicity_lags": 5})
+        model = MultiViewModel(cfg, ModelInputs(("audio",), C, audio_bins=F))
+        summary = model.encoders["audio"].last.stats if aggregate == "all" else \
+            model.encoders["audio"].last[1]
+        assert summary.out_dim == 2 * stacked + 4 * 5
+        views = ModalityViews(torch.randn(2, V, C, F, T), torch.ones(2, dtype=torch.bool))
+        _, heads, extra = model.inspect_modality("audio", views)
+        assert extra["time_stretch_branch"].shape == (2, V, 6)
+        assert torch.isfinite(heads["time_stretch"]).all()
+    with pytest.raises(ValueError, match="periodicity .* needs kind=tdnn"):
+        ModelConfig(audio={"kind": "cnn", "periodicity": 4})
+
+
 @pytest.mark.parametrize("share", [0.0, 0.25])
 def test_cross_backprop_scales_what_the_cross_head_sends_to_the_encoder(share: float) -> None:
     full = make_model(cross_head=True, cross_backprop=1.0)

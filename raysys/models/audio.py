@@ -25,8 +25,11 @@ GroupNorm, ReLU; then the mean and standard deviation over frames and a Linear t
 `widths[-1]`. With `aggregate: all` the statistics are taken over every frame layer's output,
 concatenated (the multi-layer feature aggregation of ECAPA-TDNN, Desplanques et al. 2020):
 the first layer, which separates speakers best (docs/learning.md, claim 3), reaches the
-embedding directly. Frequency is never pooled: what distinguishes voices and instruments (the
-spectral envelope and how it moves) reaches the pooling intact. On the one-word speech corpus
+embedding directly. With `periodicity: P`, P learned mixtures of the pooled frame features
+also contribute their autocorrelation over `periodicity_lags` frames (`Periodicity`): how
+fast the sound repeats, which the mean and standard deviation cannot show (tempo).
+Frequency is never pooled: what distinguishes voices and instruments (the spectral envelope
+and how it moves) reaches the pooling intact. On the one-word speech corpus
 at random init, `raysys evaluate` found the speaker with a logistic probe on the backbone at
 0.89 (the CNN: 0.61; mean MFCC statistics: 0.92), on the invariant head at 0.69 (CNN: 0.53)
 (docs/learning.md). Parameters: 5 * C * F * w0 + sum 3 * w_i * w_i+1
@@ -104,6 +107,51 @@ class FrameStats(nn.Module):
         return torch.cat([h.mean(dim=-1), h.std(dim=-1, unbiased=False)], dim=1)
 
 
+class Periodicity(nn.Module):
+    """`[N, W, T]` -> `[N, channels * lags]`: `channels` learned mixtures of the W frame
+    features (a 1x1 convolution), each centred over frames, and their autocorrelation at lags
+    1..`lags` frames divided by the lag-0 value (zero beyond T - 1).
+
+    Why: a mean and a standard deviation over frames are the same for a phrase and the phrase
+    played faster, so no head after them can read tempo (docs/learning.md, session 17: tempo
+    R² 0.24 in every space). How often a feature repeats is its autocorrelation; on the music
+    corpus the autocorrelation of a hand-made onset curve alone recovers tempo at R² 0.47-0.49
+    (experiments/tempo_ceiling.py). Computed in at least float32, by FFT."""
+
+    def __init__(self, width: int, channels: int, lags: int) -> None:
+        super().__init__()
+        self.mix = nn.Conv1d(width, channels, 1)
+        self.lags = lags
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        x = self.mix(h)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))  # fp16 FFT needs powers of 2
+        x = x - x.mean(dim=-1, keepdim=True)
+        frames = x.shape[-1]
+        spectrum = torch.fft.rfft(x, n=2 * frames)
+        power = spectrum.real.square() + spectrum.imag.square()  # abs() has no gradient at 0
+        ac = torch.fft.irfft(power, n=2 * frames)[..., :frames]
+        ac = ac[..., 1:self.lags + 1] / (ac[..., :1] + 1e-6 * frames)
+        ac = nn.functional.pad(ac, (0, self.lags - ac.shape[-1]))
+        return ac.flatten(1).to(h.dtype)
+
+
+class FrameSummary(nn.Module):
+    """`[N, W, T]` -> `[N, out_dim]`: `FrameStats`, and with `periodicity` channels also their
+    `Periodicity` (model.audio.periodicity)."""
+
+    def __init__(self, width: int, periodicity: int, lags: int) -> None:
+        super().__init__()
+        self.stats = FrameStats()
+        self.periodicity = Periodicity(width, periodicity, lags) if periodicity else None
+        self.out_dim = 2 * width + periodicity * lags
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.periodicity is None:
+            return self.stats(h)
+        return torch.cat([self.stats(h), self.periodicity(h)], dim=1)
+
+
 def frame_layer(c_in: int, c_out: int, index: int) -> nn.Sequential:
     """Layer `index` of the TDNN: kernel 5 first, then kernel 3 with dilation index + 1."""
     kernel, dilation = (5, 1) if index == 0 else (3, index + 1)
@@ -114,13 +162,15 @@ def frame_layer(c_in: int, c_out: int, index: int) -> nn.Sequential:
 
 class AggregatedLast(nn.Module):
     """Last frame layer on the newest `width_in` channels of the stacked trunk output, then the
-    frame statistics of everything (trunk layers and last layer) and a Linear."""
+    frame summary of everything (trunk layers and last layer) and a Linear."""
 
-    def __init__(self, layer: nn.Module, width_in: int, stacked: int, width: int) -> None:
+    def __init__(self, layer: nn.Module, width_in: int, stacked: int, width: int,
+                 cfg: AudioEncoderConfig) -> None:
         super().__init__()
         self.width_in = width_in
-        self.layer, self.stats = layer, FrameStats()
-        self.out = nn.Linear(2 * (stacked + width), width)
+        self.layer = layer
+        self.stats = FrameSummary(stacked + width, cfg.periodicity, cfg.periodicity_lags)
+        self.out = nn.Linear(self.stats.out_dim, width)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         last = self.layer(h[:, -self.width_in:])
@@ -143,10 +193,11 @@ class AudioTDNN(StagedEncoder):
         w = cfg.widths[-1]
         if cfg.aggregate == "all":
             self.trunk = nn.Sequential(nn.Flatten(1, 2), LayerStack(*layers[:-1]))
-            self.last = AggregatedLast(layers[-1], widths[-2], sum(cfg.widths[:-1]), w)
+            self.last = AggregatedLast(layers[-1], widths[-2], sum(cfg.widths[:-1]), w, cfg)
         else:
             self.trunk = nn.Sequential(nn.Flatten(1, 2), *layers[:-1])
-            self.last = nn.Sequential(layers[-1], FrameStats(), nn.Linear(2 * w, w))
+            summary = FrameSummary(w, cfg.periodicity, cfg.periodicity_lags)
+            self.last = nn.Sequential(layers[-1], summary, nn.Linear(summary.out_dim, w))
         self.out_dim = w
 
     def check(self, x: torch.Tensor) -> None:  # type: ignore[override]

@@ -47,8 +47,21 @@ class AudioEncoderConfig(Section):
         "of the spectrum reaches the embedding)",
     )
 
+    periodicity: int = Field(
+        0, ge=0, description="tdnn: learned mixtures of the frame features whose autocorrelation "
+        "over frames joins their mean and std (what repeats how fast: tempo, which the mean and "
+        "std discard); 0 = off",
+    )
+    periodicity_lags: int = Field(
+        40, ge=1, description="autocorrelation lags in frames (1..lags) of `periodicity`; 40 "
+        "frames at hop 256 and 16 kHz is 0.64 s",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
+        if self.periodicity and self.kind != "tdnn":
+            raise ValueError("periodicity reads the frame layers over time: it needs kind=tdnn "
+                             f"(got kind={self.kind})")
         if self.widths is None:
             self.widths = list(AUDIO_WIDTHS[self.kind])
         if self.aggregate == "all" and self.kind != "tdnn":
