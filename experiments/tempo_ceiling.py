@@ -22,27 +22,10 @@ import torch
 import torchaudio
 
 from raysys.data.decode import load_audio
+from raysys.eval.classic import FRAMES_PER_SECOND, rhythm_statistics, spectral_flux
 from raysys.eval.protocol import kfold_regression
 
 SAMPLE_RATE = 16000
-FRAMES_PER_SECOND = 100
-
-
-def spectral_flux(wave: np.ndarray, mel: torchaudio.transforms.MelSpectrogram) -> np.ndarray:
-    """Summed positive change of the log-mel bands from frame to frame `[T - 1]`."""
-    spec = torch.log1p(mel(torch.as_tensor(wave, dtype=torch.float32).reshape(-1)))
-    return torch.relu(spec[:, 1:] - spec[:, :-1]).sum(0).numpy()
-
-
-def rhythm_statistics(flux: np.ndarray, threshold: float, max_lag: int) -> np.ndarray:
-    """Log onset rate (peaks above `threshold` per second), flux mean and spread, and the
-    normalised autocorrelation at lags 10, 15, ... < `max_lag` frames."""
-    peaks = ((flux[1:-1] > flux[:-2]) & (flux[1:-1] >= flux[2:]) & (flux[1:-1] > threshold))
-    rate = peaks.sum() * FRAMES_PER_SECOND / len(flux)
-    centred = flux - flux.mean()
-    ac = np.correlate(centred, centred, "full")[len(flux) - 1:]
-    ac = ac / (ac[0] + 1e-9)
-    return np.r_[np.log(rate + 0.1), flux.mean(), flux.std(), ac[10:max_lag:5]]
 
 
 def clip_features(flux: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -67,7 +50,8 @@ def main() -> None:
     whole, windowed = [], []
     for i, path in enumerate(manifest["audio"]):
         wave, _ = load_audio(str(args.archive / path), sample_rate=SAMPLE_RATE)
-        a, b = clip_features(spectral_flux(wave, mel))
+        power = mel(torch.as_tensor(wave, dtype=torch.float32).reshape(-1))
+        a, b = clip_features(spectral_flux(power))
         whole.append(a)
         windowed.append(b)
         if (i + 1) % 100 == 0:

@@ -168,7 +168,18 @@ def test_classic_features_carry_what_they_should():
     t = np.arange(sr) / sr
     low = audio_features(np.sin(2 * np.pi * 220 * t).astype(np.float32), sr)
     high = audio_features(np.sin(2 * np.pi * 3000 * t).astype(np.float32), sr)
-    assert low.shape == (120,) and np.isfinite(low).all() and np.abs(low - high).max() > 1
+    assert low.shape == (151,) and np.isfinite(low).all() and np.abs(low - high).max() > 1
+    rhythm = {}
+    for period in (0.25, 0.5):  # clicks every 250 / 500 ms: the autocorrelation peaks there
+        clicks = np.zeros(2 * sr, np.float32)
+        for start in np.arange(0, 2 * sr - 400, int(period * sr)):
+            clicks[start:start + 400] = np.sin(2 * np.pi * 1000 * t[:400])
+        rhythm[period] = audio_features(clicks, sr)[120:]  # after the spectral statistics
+        lag = 10 + 5 * int(rhythm[period][3:].argmax())  # autocorrelation at 10, 15, ... frames
+        assert lag == period * 100
+    assert rhythm[0.25][0] > rhythm[0.5][0]  # log onset rate: twice the clicks
+    half = audio_features(np.zeros(sr // 2, np.float32), sr)  # shorter than the longest lag
+    assert half.shape == (151,) and np.isfinite(half).all()
     red = np.zeros((32, 32, 3), np.uint8)
     red[..., 0] = 255
     feats = image_features(red)
