@@ -147,6 +147,7 @@ RETIRED: dict[str, tuple[Any, str]] = {
                                  "out of fold (eval.folds)"),
     "eval.few_shot_heads": (["prototype"], "few-shot curves use the prototype head"),
     "eval.neighbours_k": (10, "it belonged to the removed evaluate_embeddings battery"),
+    "eval.probe_modality": ("audio", "the factor probes read every modality's spaces"),
 }
 
 

@@ -116,7 +116,8 @@ def test_a_saved_config_with_retired_keys_still_loads(tmp_path) -> None:
     from raysys.config import dump_config
 
     tree = yaml.safe_load(dump_config(load_config(None)))
-    tree["eval"].update(test_fraction=0.25, few_shot_heads=["prototype"], neighbours_k=10)
+    tree["eval"].update(test_fraction=0.25, few_shot_heads=["prototype"], neighbours_k=10,
+                        probe_modality="audio")
     (tmp_path / "old.yaml").write_text(yaml.safe_dump(tree))
     assert load_config(tmp_path / "old.yaml").model_dump() == load_config(None).model_dump()
     tree["eval"]["test_fraction"] = 0.4

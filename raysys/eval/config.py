@@ -62,9 +62,6 @@ class EvaluationConfig(Section):
                                              "`raysys evaluate`")
     classic: bool = Field(True, description="also evaluate the classic hand-crafted features "
                                             "(MFCC/log-mel stats, thumbnails, log statistics)")
-    probe_modality: Literal["audio", "image", "tabular"] = Field(
-        "audio", description="modality whose backbone and heads the subspace probes compare"
-    )
     sensitivity_clips: int = Field(
         100, ge=0, description="audio clips whose heads `raysys evaluate` re-embeds time-"
         "stretched and pitch-shifted (how far each head moves; docs/evaluation.md); 0 = off",
