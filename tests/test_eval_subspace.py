@@ -82,11 +82,14 @@ def test_subspace_probes_find_each_factor_in_its_space():
         neighbour_agreement_chance(factors["tempo"], rel_tol=0.04))
 
 
-def test_float_factors_default_to_continuous_ridge():
+def test_float_factors_default_to_continuous_ridge_and_tempo_by_name():
+    """The kinds `raysys evaluate` discovers from manifest columns (protocol.factor_kind)."""
     spaces, factors = _loev_spaces(n=120)
-    rows = subspace_probes({"time_branch": spaces["time_branch"]}, {"tempo": factors["tempo"]})
+    rows = subspace_probes({"time_branch": spaces["time_branch"]}, {"speed": factors["tempo"]})
     assert rows[0]["kind"] == "continuous" and rows[0]["acc1"] is None
     assert rows[0]["value"]["mean"] > 0.8 and np.isfinite(rows[0]["agreement"])
+    (row,) = subspace_probes({"time_branch": spaces["time_branch"]}, {"tempo": factors["tempo"]})
+    assert row["kind"] == "tempo" and row["acc1"] is not None
     with pytest.raises(ValueError, match="contains NaN"):  # say so, do not drop silently
         subspace_probes(spaces, {"tempo": np.r_[np.nan, factors["tempo"][1:]]})
 
@@ -101,3 +104,17 @@ def test_subspace_probe_errors_and_skips():
         subspace_probes(spaces, {"pitch": factors["pitch"][:59]})
     (row,) = subspace_probes({"invariant": spaces["invariant"]}, {"one": np.zeros(60, int)})
     assert "class" in row["skipped"]  # a single class: the reason, no agreement
+
+
+def test_categorical_agreement_counts_the_rows_the_probe_uses():
+    """A class seen once can neither be probed nor agree with a neighbour: it is left out of
+    the agreement and its chance level as it is out of the probe."""
+    spaces, factors = _loev_spaces(n=60)
+    pitch = factors["pitch"].copy()
+    pitch[:3] = [100, 101, 102]  # three singleton classes
+    (row,) = subspace_probes({"pitch_head": spaces["pitch_head"]}, {"pitch": pitch}, k=5)
+    keep = np.arange(60) >= 3
+    x, f = spaces["pitch_head"][keep], pitch[keep]
+    assert row["value"]["mean"] > 0.9
+    assert row["agreement"] == pytest.approx(agreement_reference(x, f, 5))
+    assert row["agreement_chance"] == pytest.approx(chance_reference(f))

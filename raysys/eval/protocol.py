@@ -187,16 +187,20 @@ def discover_labels(frame: pd.DataFrame) -> tuple[dict[str, str], dict[str, Fact
     kinds: dict[str, FactorKind] = {}
     for column in columns:
         name = "label" if column == "label" else column.removeprefix("label_")
-        values = frame[column].dropna()
-        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-        if numeric and any(word in name.lower() for word in ("tempo", "bpm")):
-            kinds[name] = "tempo"
-        elif pd.api.types.is_float_dtype(values):
-            kinds[name] = "continuous"
-        else:
-            kinds[name] = "categorical"
+        kinds[name] = factor_kind(name, frame[column])
+        if kinds[name] == "categorical":
             label_sets[name] = column
     return label_sets, kinds
+
+
+def factor_kind(name: str, values: Sequence[Any] | np.ndarray | pd.Series) -> FactorKind:
+    """The probe kind of a factor when none is configured: numeric with a name saying tempo or
+    bpm -> `tempo`, other floats -> `continuous`, anything else -> `categorical`."""
+    values = pd.Series(values).dropna()
+    numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+    if numeric and any(word in name.lower() for word in ("tempo", "bpm")):
+        return "tempo"
+    return "continuous" if pd.api.types.is_float_dtype(values) else "categorical"
 
 
 def resolve_labels(label_sets: dict[str, str] | None, factors: dict[str, str] | None,

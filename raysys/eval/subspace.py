@@ -21,15 +21,12 @@ from raysys.eval.neighbours import neighbour_agreement, neighbour_agreement_chan
 from raysys.eval.probes import TEMPO_TOLERANCE
 from raysys.eval.protocol import (
     FactorKind,
+    factor_kind,
     kfold_classification,
     kfold_regression,
     regression_rows,
+    usable_classes,
 )
-
-
-def infer_kind(values: np.ndarray) -> FactorKind:
-    """Floating-point factors are continuous; integers, strings and booleans categorical."""
-    return "continuous" if values.dtype.kind == "f" else "categorical"
 
 
 def probe_row(x: np.ndarray, f: np.ndarray, kind: FactorKind, *, folds: int, seed: int,
@@ -40,7 +37,9 @@ def probe_row(x: np.ndarray, f: np.ndarray, kind: FactorKind, *, folds: int, see
     cosine, `k` neighbours; within `rel_tol` relative for continuous factors). A probe the
     data cannot support is `{"skipped": reason}` in its place."""
     tol = None if kind == "categorical" else rel_tol
-    if kind == "categorical":
+    if kind == "categorical":  # the classes the probe can use: agreement counts the same rows
+        keep = usable_classes(f)
+        x, f = x[keep], f[keep]
         got = guarded(kfold_classification, x, f, folds=folds, seed=seed,
                       classifiers=("logistic",), C=C)
         row = ({"metric": "accuracy", "value": got["logistic"], "chance": got["chance"]}
@@ -93,7 +92,7 @@ def subspace_probes(
     rows: list[dict[str, Any]] = []
     for fname, values in factors.items():
         f = as_labels(to_numpy(values), n, f"factors[{fname!r}]")
-        kind = kinds.get(fname, infer_kind(f))
+        kind = kinds.get(fname, factor_kind(fname, f))
         if kind not in ("categorical", "continuous", "tempo"):
             raise ValueError(f"factor_kinds[{fname!r}] = {kind!r} is not a known kind")
         for sname, x in spaces.items():
