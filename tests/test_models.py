@@ -511,6 +511,36 @@ def test_tdnn_periodicity_joins_the_frame_statistics() -> None:
         ModelConfig(audio={"kind": "cnn", "periodicity": 4})
 
 
+def test_loev_branch_periodicity_gives_only_that_branch_the_autocorrelation() -> None:
+    """The time branch reads tempo; the shared backbone and the other branches keep the plain
+    statistics (and their sizes), so the invariant head is built as without it."""
+    from raysys.models.audio import Periodicity
+
+    tdnn = {"kind": "tdnn", "widths": [12, 10, 6], "aggregate": "all", "periodicity_lags": 5}
+    cfg = ModelConfig(embed_dim=8, proj_hidden=16, loev_heads=["pitch_shift", "time_stretch"],
+                      loev_plus_plus=True, audio=tdnn,
+                      loev_branch_periodicity={"time_stretch": 3})
+    model = MultiViewModel(cfg, ModelInputs(("audio",), C, audio_bins=F))
+    has = lambda m: any(isinstance(x, Periodicity) for x in m.modules())
+    assert has(model.branches["time_stretch"]["audio"])
+    assert not has(model.encoders["audio"]) and not has(model.branches["pitch_shift"]["audio"])
+    assert model.branches["time_stretch"]["audio"].stats.out_dim == 2 * 28 + 3 * 5
+    views = ModalityViews(torch.randn(2, V, C, F, T), torch.ones(2, dtype=torch.bool))
+    _, heads, extra = model.inspect_modality("audio", views)
+    assert extra["time_stretch_branch"].shape == (2, V, 6)
+    assert torch.isfinite(heads["time_stretch"]).all()
+    base = {"loev_heads": ["time_stretch"], "loev_plus_plus": True, "audio": tdnn}
+    for bad, match in [({"loev_branch_periodicity": {"tempo": 3}}, "not in loev_heads"),
+                       ({"loev_plus_plus": False, "loev_heads": ["time_stretch"],
+                         "audio": tdnn, "loev_branch_periodicity": {"time_stretch": 3}},
+                        "needs loev_plus_plus=true"),
+                       ({"audio": {"kind": "cnn"}, "loev_branch_periodicity": {"time_stretch": 3}},
+                        "needs audio.kind=tdnn"),
+                       ({"loev_branch_periodicity": {"time_stretch": 0}}, "must be >= 1")]:
+        with pytest.raises(ValueError, match=match):
+            ModelConfig(**{**base, **bad})
+
+
 @pytest.mark.parametrize("share", [0.0, 0.25])
 def test_cross_backprop_scales_what_the_cross_head_sends_to_the_encoder(share: float) -> None:
     full = make_model(cross_head=True, cross_backprop=1.0)

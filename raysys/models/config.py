@@ -116,6 +116,12 @@ class ModelConfig(Section):
     loev_plus_plus_modalities: list[Modality] = Field(
         default_factory=lambda: ["audio"], description="encoders whose last stage is replicated"
     )
+    loev_branch_periodicity: dict[str, int] = Field(
+        default_factory=dict, description="LOEV++ heads whose audio branch (its own last stage) "
+        "also pools the autocorrelation of this many learned frame-feature mixtures "
+        "(model.audio.periodicity, tdnn), e.g. {time_stretch: 16}: the time branch can read "
+        "tempo while the shared backbone stays as it is (docs/learning.md, session 18)",
+    )
     cross_head: bool | None = Field(
         None, description="a separate `cross` head per modality that takes the cross-modal "
         "pairs of the binary term, so aligning modalities does not pull what only one modality "
@@ -150,6 +156,20 @@ class ModelConfig(Section):
     def _check(self) -> ModelConfig:
         if self.loev_plus_plus and not self.loev_heads:
             raise ValueError("loev_plus_plus needs at least one entry in loev_heads")
+        periodic = self.loev_branch_periodicity
+        if periodic:
+            unknown = sorted(set(periodic) - set(self.loev_heads))
+            if unknown:
+                raise ValueError(f"loev_branch_periodicity names {unknown}, which are not in "
+                                 f"loev_heads {self.loev_heads}")
+            if not (self.loev_plus_plus and "audio" in self.loev_plus_plus_modalities):
+                raise ValueError("loev_branch_periodicity shapes LOEV++ audio branches: it needs "
+                                 "loev_plus_plus=true with audio in loev_plus_plus_modalities")
+            if self.audio.kind != "tdnn":
+                raise ValueError("loev_branch_periodicity reads frame layers over time: it needs "
+                                 f"audio.kind=tdnn (got {self.audio.kind})")
+            if any(c < 1 for c in periodic.values()):
+                raise ValueError(f"loev_branch_periodicity: channels must be >= 1 (got {periodic})")
         return self
 
     def shared_head(self) -> str:

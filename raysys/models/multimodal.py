@@ -113,7 +113,7 @@ class MultiViewModel(nn.Module):
         if cfg.loev_plus_plus:
             for head in cfg.loev_heads:
                 self.branches[head] = nn.ModuleDict(
-                    {m: fresh_copy(self.encoders[m].last)
+                    {m: self._branch(m, head, inputs)
                      for m in cfg.loev_plus_plus_modalities if m in self.encoders}
                 )  # fmt: skip
         dims = {m: enc.out_dim for m, enc in self.encoders.items()}
@@ -131,6 +131,15 @@ class MultiViewModel(nn.Module):
                 list(inputs.tabular_cardinalities), inputs.tabular_window,
             )  # fmt: skip
         raise ValueError(f"ModelInputs.modalities: unknown modality {modality!r}")
+
+    def _branch(self, modality: str, head: str, inputs: ModelInputs) -> nn.Module:
+        """A LOEV++ head's own last stage: a fresh copy of the encoder's, or for an audio
+        branch in `model.loev_branch_periodicity` the same stage with `Periodicity` pooling."""
+        channels = self.cfg.loev_branch_periodicity.get(head, 0)
+        if modality != "audio" or not channels:
+            return fresh_copy(self.encoders[modality].last)
+        audio = self.cfg.audio.model_copy(update={"periodicity": channels})
+        return build_audio_encoder(audio, inputs.audio_channels, inputs.audio_bins).last
 
     def update_centre(self, encoded: EncodedViews) -> None:
         """After a training micro-batch: fold its embeddings into the running means the heads
