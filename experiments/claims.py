@@ -1,12 +1,14 @@
-"""The papers' claims (issue 14), each an ablation of the headline recipe on the benchmark
-corpora: a few config variants, every seed of the headline, the same `raysys evaluate`
-protocol, the random-init network and the classic features in the same table.
+"""The papers' claims (issue 14), each an ablation of the recipe on the benchmark corpora:
+a few config variants, every seed of the headline, the same `raysys evaluate` protocol, the
+random-init network and the classic features in the same table.
 
-A claim is data (`Claim`): its variants (overrides added to the corpus's headline run), the
-corpora it can be measured on and the measures that decide it. A variant without overrides
-*is* the headline run and shares its runs; the others train under
-WORK/<corpus>/<claim>-<variant>/run-seed<N>. The verdict compares the variant the paper
-favours with each alternative on each deciding measure, paired by seed.
+A claim is data (`Claim`): its variants (overrides added to the corpus's claim base: its
+headline overrides plus results.py's CLAIM_OVERRIDES, the recipe's short setting), the corpora
+it can be measured on and the measures that decide it. Runs are shared by settings: a variant
+without overrides is the claim base (one run per seed for every claim; where the base adds
+nothing it is the headline run); the others train under WORK/<corpus>/<claim>-<variant>/
+run-seed<N>. The verdict compares the variant the paper favours with each alternative on each
+deciding measure, paired by seed.
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class Claim:
     key: str  # folder prefix and --claims name
     title: str
     statement: str  # what the paper claims
-    variants: dict[str, list[str]]  # name -> overrides on top of the headline run
+    variants: dict[str, list[str]]  # name -> overrides on top of the claim base
     favoured: str  # the variant the claim says wins
     decide: tuple[str, ...]  # the measures that decide it (keys of `measures`): the favoured
     # variant must beat every alternative on each
@@ -91,13 +93,12 @@ def value(measure: Measure, report: dict[str, Any], model: str, label: str, spac
 
 ALL_MODALITIES = ["data.modalities=[audio,image,tabular]"]
 KEY = ("key", "pitch")  # music's key; the demo's pitch class
-# Claim 2's setting, measured in docs/learning.md (sessions 16-19), for both arms: an encoder
-# that keeps pitch and time (tdnn over every frame layer, a semitone channel), 400 steps without
-# neighbour positives; LOEV++ adds LOEV's own loss alone (w_bin=0) and the autocorrelation
-# pooling in the time branch.
+# Claim 2's setting, measured in docs/learning.md (sessions 16-19; 400 steps without neighbour
+# positives, the claim base on music), for both arms: an encoder that keeps pitch and time (tdnn
+# over every frame layer, a semitone channel); LOEV++ adds LOEV's own loss alone (w_bin=0) and
+# the autocorrelation pooling in the time branch.
 LOEV_ENCODER = ["model.audio.kind=tdnn", "model.audio.aggregate=all",
-                "data.audio.channels=[logmel,logstft,pcen,logfreq]", "train.steps=400",
-                "objective.neighbour_positives=0"]
+                "data.audio.channels=[logmel,logstft,pcen,logfreq]"]
 LOEV = [*LOEV_ENCODER, "model.loev_heads=[pitch_shift,time_stretch]", "model.loev_plus_plus=true",
         "objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift,time_stretch]",
         "data.augment.audio.crop_shared=true", "objective.w_bin=0",
@@ -210,8 +211,8 @@ CLAIMS = {
              "the classic row reads the hand-crafted features. LOEV needs 3+ views per entity "
              "(docs/learning.md, session 10): the recipe's 4; `crop_shared` gives the "
              "LOEV views one crop, so that an augmentation is the only difference. Both arms "
-             "use the encoder and length of docs/learning.md's LOEV++ runs (tdnn, a semitone "
-             "channel, 400 steps, no neighbour positives); LOEV++ trains on LOEV's own loss "
+             "use the encoder of docs/learning.md's LOEV++ runs (tdnn, a semitone channel); "
+             "LOEV++ trains on LOEV's own loss "
              "alone and its time branch pools the autocorrelation of its frame features "
              "(`model.loev_branch_periodicity`). 'moves': "
              "the mean distance between a clip and its pitch-shifted (±3 semitones) or "
@@ -223,9 +224,12 @@ CLAIMS = {
 }
 
 
-def variant_dir(claim: Claim, variant: str) -> str | None:
-    """The run folder prefix of a variant under WORK/<corpus>; None = the headline runs."""
-    return None if not claim.variants[variant] else f"{claim.key}-{variant.replace(' ', '_')}"
+BASE_DIR = "claim-base"  # the claim base's runs, shared by every claim
+
+
+def variant_dir(claim: Claim, variant: str) -> str:
+    """The run folder prefix of a variant under WORK/<corpus>."""
+    return f"{claim.key}-{variant.replace(' ', '_')}" if claim.variants[variant] else BASE_DIR
 
 
 def claim_plot(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, Any]]]],
@@ -294,7 +298,7 @@ def claim_section(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, An
         for variant, reports in variants.items():
             cells = [over_seeds([as_cell(value(m, r, "trained", *main)) for r in reports])
                      for m in claim.measures.values()]
-            overrides = " ".join(claim.variants[variant]) or "(the headline run)"
+            overrides = " ".join(claim.variants[variant]) or "(the claim base)"
             lines.append(f"| {corpus} | {variant} | `{overrides}` | " + " | ".join(cells) + " |")
         first = next(iter(variants.values()))
         for model in ("random_init", "classic"):

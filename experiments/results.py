@@ -1,20 +1,27 @@
 """Regenerate docs/results.md: the measured recipe on every benchmark corpus, evaluated
-against its random initialisation and the classic features (raysys evaluate's protocol).
+against its random initialisation and the classic features (raysys evaluate's protocol), and
+the papers' claims (experiments/claims.py).
 
     .venv/bin/python experiments/results.py [--work results-work] [--seeds 0 1 2]
-        [--corpora music speech demo] [--entities 600] [--config configs/recipe.yaml]
-        [key=value ...]
+        [--corpora music speech demo] [--claims relevance channels missing loev]
+        [--entities 600] [--config configs/recipe.yaml] [key=value ...]
 
 For each corpus: build it (deterministic, seed 0; the music and speech builders install their
 Debian packages when missing), then for each seed pretrain with `--config` (+ the corpus's
 overrides, CORPUS_OVERRIDES: what configs/recipe.yaml says to add for such an archive; the
-demo a shorter run) and run `raysys evaluate` over
-every entity (5-fold). The tables give, per
-label set, the mean over seeds of the logistic-probe and nearest-centre accuracy with a 95%
-interval over seeds (t distribution; with one seed, the within-run binomial CI), for the
+demo a shorter run) and run `raysys evaluate` over every entity (5-fold); then each claim's
+variants, on the claim base (CLAIM_OVERRIDES: the recipe's short setting). The tables give,
+per label set, the mean over seeds of the logistic-probe and nearest-centre accuracy with a
+95% interval over seeds (t distribution; with one seed, the within-run binomial CI), for the
 trained model, its random initialisation and the classic features, plus few-shot and
 cross-modal retrieval. Runs and reports stay under --work; only docs/results.md (and its
-plot) are written into the repository.
+plots) are written into the repository.
+
+A finished run (its export and an evaluation with the same options) is reused by the next
+call with the same --work, after checking that it was trained with the same settings: a
+regeneration can be spread over several sittings, each picking up where the last stopped.
+Everything (3 corpora, 3 seeds, every claim: 69 runs) takes an estimated 11 h on 2 CPU
+cores; `--plan` lists the runs a call needs and which of them are done.
 """
 
 from __future__ import annotations
@@ -53,6 +60,12 @@ CORPUS_OVERRIDES = {
                "data.augment.audio.pitch_shift_p=0"],
     "demo": ["train.steps=200"],
 }
+# What every claim's runs add to the corpus's overrides: the recipe's short setting (400 steps
+# without neighbour positives; docs/results.md's recipe until session 17, where the claims were
+# first measured). 2.5x cheaper than the headline's 1000 steps, and claim 2's measured setting.
+# The demo's 200 steps stay.
+SHORT = ["train.steps=400", "objective.neighbour_positives=0"]
+CLAIM_OVERRIDES = {"music": SHORT, "speech": SHORT, "demo": []}
 MODELS = ("trained", "random_init", "classic")
 # `raysys evaluate` overrides for the headline runs: claim 4's third arm, the audio encoder
 # trained from scratch on each few-shot episode's shots, 5 episodes per K (~1.5 min more per
@@ -305,14 +318,78 @@ def corpus_section(name: str, reports: list[dict[str, Any]], times: dict[str, fl
     return lines + [""]
 
 
-def run_corpus(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Build, train every seed of the headline and of each claim's variants, evaluate; {reports,
-    claims: {claim: {variant: reports}}, times}, also saved to reports.json."""
+def claim_settings(name: str, claim: str, variant: str) -> tuple[str, ...]:
+    """A claim variant's overrides on top of the corpus's headline overrides."""
+    return (*CLAIM_OVERRIDES[name], *CLAIMS[claim].variants[variant])
+
+
+def settings_key(config: str, overrides: tuple[str, ...]) -> str:
+    """What a run learns from (its config without PLACES), whichever overrides spell it."""
+    from raysys.config import load_config
+
+    tree = load_config(config, list(overrides)).model_dump(mode="json")
+    for place in PLACES:
+        *parents, leaf = place.split(".")
+        branch = tree
+        for parent in parents:
+            branch = branch[parent]
+        branch.pop(leaf, None)
+    return json.dumps(tree, sort_keys=True)
+
+
+def corpus_plan(name: str, work: Path, args: argparse.Namespace
+                ) -> tuple[dict[str, tuple[tuple[str, ...], Path, list[str]]], dict[Any, str]]:
+    """Every distinct setting the corpus needs, the headline first: ({settings: (overrides, run
+    folder, evaluation overrides)}, {(claim, variant): settings}). Variants that learn the
+    same (every claim's base; the demo's 'masked 0%' and its headline) share runs."""
+    from raysys.config import ConfigError
+
+    def key(overrides: tuple[str, ...]) -> str:
+        everything = (*CORPUS_OVERRIDES[name], *overrides, *args.overrides)
+        try:
+            return settings_key(args.config, everything)
+        except ConfigError as error:  # say which run's settings are wrong
+            raise SystemExit(f"results.py: {name} with {' '.join(everything)}: {error}"
+                             ) from error
+
+    plan = {key(()): ((), work / name, HEADLINE_EVALUATION)}
+    of_variant = {}
+    for claim in args.claims:
+        if name in CLAIMS[claim].corpora:
+            for variant in CLAIMS[claim].variants:
+                overrides = claim_settings(name, claim, variant)
+                of_variant[claim, variant] = settings = key(overrides)
+                plan.setdefault(settings, (overrides, work / name / variant_dir(
+                    CLAIMS[claim], variant), []))
+    return plan, of_variant
+
+
+def print_plan(name: str, work: Path, args: argparse.Namespace) -> None:
+    plan, of_variant = corpus_plan(name, work, args)
+    print(f"{name}: {len(plan)} settings x {len(args.seeds)} seeds")
+    for settings, (overrides, folder, _) in plan.items():
+        done = [seed for seed in args.seeds
+                if (folder / f"run-seed{seed}" / "model" / "model.json").exists()]
+        used_by = ["headline"] * (folder == work / name) + [
+            f"{claim}/{variant}" for (claim, variant), s in of_variant.items() if s == settings]
+        print(f"  {folder.relative_to(work)}  trained seeds {done or 'none'}  "
+              f"({', '.join(used_by)})  {' '.join(overrides) or '(no overrides)'}")
+
+
+def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, Any],
+               of_variant: dict[Any, str]) -> dict[str, Any]:
+    """Build, train every seed of the corpus's plan (corpus_plan), evaluate; {reports (the
+    headline's), claims: {claim: {variant: reports}}, times}, also saved to reports.json."""
     archive = work / name / "archive"
     times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
              "runs": 0, "reused": 0}
+    total = len(plan) * len(args.seeds)
+    earlier = sum((folder / f"run-seed{seed}" / "model" / "model.json").exists()
+                  for _, folder, _ in plan.values() for seed in args.seeds)
+    print(f"[results] {name}: {len(plan)} settings x {len(args.seeds)} seeds = {total} runs, "
+          f"{earlier} trained by an earlier call", flush=True)
 
-    def seeds(folder: Path, overrides: list[str], evaluation: list[str]
+    def seeds(overrides: tuple[str, ...], folder: Path, evaluation: list[str]
               ) -> list[dict[str, Any]]:
         reports = []
         for seed in args.seeds:
@@ -324,16 +401,16 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace) -> dict[str, Any
             times["eval"] += t_eval
             times["runs"] += 1
             times["reused"] += reused
-            print(f"[results] {folder.relative_to(work)} seed {seed}: train {t_train:.0f} s, "
-                  f"eval {t_eval:.0f} s", flush=True)
+            print(f"[results] {name} run {times['runs']}/{total}: "
+                  f"{folder.relative_to(work)} seed {seed}: train {t_train:.0f} s, "
+                  f"eval {t_eval:.0f} s{' (trained earlier)' if reused else ''}", flush=True)
         return reports
 
-    headline_reports = seeds(work / name, [], HEADLINE_EVALUATION)
-    claims = {key: {variant: seeds(work / name / folder, CLAIMS[key].variants[variant], [])
-                    if (folder := variant_dir(CLAIMS[key], variant)) else headline_reports
-                    for variant in CLAIMS[key].variants}
-              for key in args.claims if name in CLAIMS[key].corpora}
-    saved = {"reports": headline_reports, "claims": claims, "times": times}
+    runs = {settings: seeds(*run) for settings, run in plan.items()}
+    claims: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for (claim, variant), settings in of_variant.items():
+        claims.setdefault(claim, {})[variant] = runs[settings]
+    saved = {"reports": next(iter(runs.values())), "claims": claims, "times": times}
     (work / name / "reports.json").write_text(json.dumps(saved))
     return saved
 
@@ -352,7 +429,8 @@ def load_saved(path: Path) -> dict[str, Any]:
 
 
 def header(command: str, args: argparse.Namespace, total: float, plot: str) -> list[str]:
-    overrides = "".join(f"\n| {name} | `{' '.join(CORPUS_OVERRIDES[name] + args.overrides)}` |"
+    overrides = "".join(f"\n| {name} | `{' '.join(CORPUS_OVERRIDES[name] + args.overrides)}` | "
+                        f"`{' '.join(CLAIM_OVERRIDES[name]) or '(nothing)'}` |"
                         for name in args.corpora)
     return [
         "# Results: the measured recipe against doing nothing", "",
@@ -360,7 +438,7 @@ def header(command: str, args: argparse.Namespace, total: float, plot: str) -> l
         f"{platform.machine()} with {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}). "
         f"Config: `{Path(args.config).name}` with, per corpus (experiments/results.py's "
         f"CORPUS_OVERRIDES); each corpus built with seed 0:", "",
-        "| corpus | overrides |", "|---|---|" + overrides, "",
+        "| corpus | overrides | the claims' runs add |", "|---|---|---|" + overrides, "",
         "Protocol (`raysys evaluate`, docs/evaluation.md): every entity is embedded as `raysys "
         "embed` does (whole clip, windows mean-pooled), classifiers are fitted on z-scored "
         "features on a seeded stratified 5-fold split shared by all models; `trained ± CI` is "
@@ -377,7 +455,9 @@ def header(command: str, args: argparse.Namespace, total: float, plot: str) -> l
         "After the per-corpus tables come the papers' claims (docs/learning.md, issue 14): "
         "clustering by depth and few-shot against supervised training from scratch, read from "
         "the headline runs, then each claim of experiments/claims.py that `--claims` ran "
-        "(config variants of the headline run, every seed), with a verdict paired by seed.",
+        "(config variants of the claim base: the corpus's overrides plus the claims' column "
+        "above, every seed), with a verdict paired by seed. Runs that learn the same are "
+        "trained once and shared.",
         "", f"![headline]({plot})", "",
         "| corpus | label | space | measure | trained | random init | classic | vs random "
         "init | vs classic |", "|---|---|---|---|---|---|---|---|---|",
@@ -396,17 +476,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claims", nargs="*", default=list(CLAIMS), choices=list(CLAIMS),
                    help="the papers' claims to reproduce (experiments/claims.py); none: "
                    "the headline only")
+    p.add_argument("--plan", action="store_true",
+                   help="list the runs each corpus needs and which are trained, then stop")
     p.add_argument("--tables-only", action="store_true",
                    help="rewrite the doc from WORK/<corpus>/reports.json of an earlier run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     args = p.parse_args(argv)
     work = Path(args.work).absolute()
-    if not args.tables_only:
+    if args.plan:
+        for name in args.corpora:
+            print_plan(name, work, args)
+        return 0
+    if args.tables_only:
+        saved = {name: load_saved(work / name / "reports.json") for name in args.corpora}
+    else:
+        plans = {name: corpus_plan(name, work, args) for name in args.corpora}  # validates
+        # every run's config before Ray starts
         from raysys.cli import start_or_join_ray
 
         start_or_join_ray()
-    saved = {name: load_saved(work / name / "reports.json") if args.tables_only
-             else run_corpus(name, work, args) for name in args.corpora}
+        saved = {name: run_corpus(name, work, args, *plans[name]) for name in args.corpora}
     doc = Path(args.doc)
     plot = doc.with_name(doc.stem + "-headline.png")
     headline_plot({name: got["reports"] for name, got in saved.items()}, plot)
