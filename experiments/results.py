@@ -20,7 +20,7 @@ plots) are written into the repository.
 A finished run (its export and an evaluation with the same options) is reused by the next
 call with the same --work, after checking that it was trained with the same settings: a
 regeneration can be spread over several sittings, each picking up where the last stopped.
-Everything (3 corpora, 3 seeds, every claim: 69 runs) takes an estimated 11 h on 2 CPU
+Everything (3 corpora, 3 seeds, every claim: 72 runs) takes an estimated 11 h on 2 CPU
 cores; `--plan` lists the runs a call needs and which of them are done.
 """
 
