@@ -102,7 +102,7 @@ def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
 
     cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
                                f"train.run_name=seed{seed}", *overrides])
-    reused = (run / "model" / "model.json").exists()
+    reused = is_trained(run)
     if reused:
         changed = changed_settings(load_config(run / "config.yaml"), cfg)
         if changed:
@@ -133,18 +133,26 @@ PLACES = ("archive", "out", "train.run_name", "train.tensorboard")  # where a ru
 # is called, whether it logs for TensorBoard: none changes what it learns
 
 
-def changed_settings(old: Any, new: Any) -> list[str]:
-    """Dotted config keys whose values differ between two runs' configs: not where the run
-    and its archive are, its name or its logging (PLACES), nor settings left `auto`
-    (resolved to this machine's CPUs when the run started)."""
+def learned_settings(cfg: Any) -> dict[str, Any]:
+    """A run's config as dotted keys, without PLACES: what it learns from."""
     def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
         if not isinstance(tree, dict):
             return {prefix[:-1]: tree}
         return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
 
-    a, b = flat(old.model_dump(mode="json")), flat(new.model_dump(mode="json"))
-    return sorted(k for k in a.keys() | b.keys()
-                  if k not in PLACES and b.get(k) != "auto" and a.get(k) != b.get(k))
+    return {k: v for k, v in flat(cfg.model_dump(mode="json")).items() if k not in PLACES}
+
+
+def changed_settings(old: Any, new: Any) -> list[str]:
+    """Dotted config keys whose values differ between two runs' configs: not where the run
+    and its archive are, its name or its logging (PLACES), nor settings left `auto`
+    (resolved to this machine's CPUs when the run started)."""
+    a, b = learned_settings(old), learned_settings(new)
+    return sorted(k for k in a.keys() | b.keys() if b.get(k) != "auto" and a.get(k) != b.get(k))
+
+
+def is_trained(run: Path) -> bool:
+    return (run / "model" / "model.json").exists()
 
 
 def earlier_evaluation(run: Path, evaluation: list[str]) -> dict[str, Any] | None:
@@ -324,17 +332,10 @@ def claim_settings(name: str, claim: str, variant: str) -> tuple[str, ...]:
 
 
 def settings_key(config: str, overrides: tuple[str, ...]) -> str:
-    """What a run learns from (its config without PLACES), whichever overrides spell it."""
+    """What a run learns from, whichever overrides spell it."""
     from raysys.config import load_config
 
-    tree = load_config(config, list(overrides)).model_dump(mode="json")
-    for place in PLACES:
-        *parents, leaf = place.split(".")
-        branch = tree
-        for parent in parents:
-            branch = branch[parent]
-        branch.pop(leaf, None)
-    return json.dumps(tree, sort_keys=True)
+    return json.dumps(learned_settings(load_config(config, list(overrides))), sort_keys=True)
 
 
 def corpus_plan(name: str, work: Path, args: argparse.Namespace
@@ -368,8 +369,7 @@ def print_plan(name: str, work: Path, args: argparse.Namespace) -> None:
     plan, of_variant = corpus_plan(name, work, args)
     print(f"{name}: {len(plan)} settings x {len(args.seeds)} seeds")
     for settings, (overrides, folder, _) in plan.items():
-        done = [seed for seed in args.seeds
-                if (folder / f"run-seed{seed}" / "model" / "model.json").exists()]
+        done = [seed for seed in args.seeds if is_trained(folder / f"run-seed{seed}")]
         used_by = ["headline"] * (folder == work / name) + [
             f"{claim}/{variant}" for (claim, variant), s in of_variant.items() if s == settings]
         print(f"  {folder.relative_to(work)}  trained seeds {done or 'none'}  "
@@ -384,8 +384,8 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, 
     times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
              "runs": 0, "reused": 0}
     total = len(plan) * len(args.seeds)
-    earlier = sum((folder / f"run-seed{seed}" / "model" / "model.json").exists()
-                  for _, folder, _ in plan.values() for seed in args.seeds)
+    earlier = sum(is_trained(folder / f"run-seed{seed}") for _, folder, _ in plan.values()
+                  for seed in args.seeds)
     print(f"[results] {name}: {len(plan)} settings x {len(args.seeds)} seeds = {total} runs, "
           f"{earlier} trained by an earlier call", flush=True)
 
