@@ -137,7 +137,7 @@ def test_different_epoch_entity_or_seed_changes_augmentations(change):
     assert not np.array_equal(base["image"], other["image"])
 
 
-def test_views_are_sampled_independently_with_a_crop_each_unless_shared():
+def test_views_are_sampled_independently_with_a_crop_each_unless_shared_whole_or_by_group():
     row = build(builder(views_per_modality=4))
     assert not np.array_equal(row["image"][0], row["image"][1])
     assert not np.array_equal(row["audio"][0], row["audio"][1])
@@ -145,6 +145,10 @@ def test_views_are_sampled_independently_with_a_crop_each_unless_shared():
     shared = build(builder(views_per_modality=4, augment={"audio": {"crop_shared": True}}))
     starts = shared["aug.audio.crop.start"]
     assert shared["aug.audio.crop.applied"].all() and np.all(starts == starts[0])
+    pairs = build(builder(views_per_modality=4, augment={"audio": {"crop_shared": 2}}))
+    starts = pairs["aug.audio.crop.start"]
+    assert starts[0] == starts[1] and starts[2] == starts[3] and starts[0] != starts[2]
+    assert starts[0] == shared["aug.audio.crop.start"][0]  # the first crop as with `true`
 
 
 def test_disabled_augmentation_is_the_evaluation_preprocessing():

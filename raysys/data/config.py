@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -100,9 +100,11 @@ class AudioAugment(Section):
     freq_mask_max_frac: float = Field(0.15, ge=0, le=1)
     freq_mask_p: float = Field(0.5, ge=0, le=1)
     crop_p: float = Field(1.0, ge=0, le=1, description="random (vs centre) clip crop")
-    crop_shared: bool = Field(
-        False, description="all views of an entity share the crop position (the LOEV paper's "
-        "setting); False = each view its own crop (COLA; better embeddings, docs/learning.md)"
+    crop_shared: bool | Annotated[int, Field(ge=1)] = Field(
+        False, description="which views of an entity share a crop position: false = each view "
+        "its own crop (COLA; better embeddings, docs/learning.md); true = all views one crop "
+        "(the LOEV paper's setting); n >= 2 = consecutive groups of n views share one crop "
+        "(LOEV heads get same-crop pairs, the invariant head cross-crop ones)"
     )
     pitch_shift_ratio_base: int = Field(
         200,

@@ -195,13 +195,16 @@ class ViewBuilder:
             row["audio"] = np.repeat(feats[None], self.views, axis=0)
             return logs
         a = self.cfg.augment.audio
-        shared_crop, shared_start = A.maybe(shared, a.crop_p), float(shared.random())
+        group = crop_group_size(a.crop_shared, len(rngs))
+        # the first shared crop is drawn whatever the setting: the shared stream stays as it was
+        group_crops = [(A.maybe(shared, a.crop_p), float(shared.random()))
+                       for _ in range(math.ceil(len(rngs) / group) if group else 1)]
         # segments long enough for the fastest stretch to still fill the clip
         fastest = max(1.0, a.time_stretch_rate[1]) if a.time_stretch_p else 1.0
         seg_len = math.ceil(length * fastest)
         segments = []
-        for rng, log in zip(rngs, logs, strict=True):
-            do_crop, start = (shared_crop, shared_start) if a.crop_shared else (
+        for view, (rng, log) in enumerate(zip(rngs, logs, strict=True)):
+            do_crop, start = group_crops[view // group] if group else (
                 A.maybe(rng, a.crop_p), float(rng.random()))
             segment, first = A.crop(wave, seg_len, start if do_crop else None)
             if do_crop:
@@ -318,6 +321,13 @@ class ViewBuilder:
             row[col] = np.stack([p[i] for p in parts])
         check_finite("tabular", row["tabular_num"], "standardised log")
         return logs
+
+
+def crop_group_size(crop_shared: bool | int, views: int) -> int:
+    """How many consecutive views share one crop (`augment.audio.crop_shared`); 0 = none."""
+    if isinstance(crop_shared, bool):
+        return views if crop_shared else 0
+    return 0 if crop_shared == 1 else min(crop_shared, views)
 
 
 def _check_waveform(source: np.ndarray | torch.Tensor) -> torch.Tensor:
