@@ -17,10 +17,12 @@ trained model, its random initialisation and the classic features, plus few-shot
 cross-modal retrieval. Runs and reports stay under --work; only docs/results.md (and its
 plots) are written into the repository.
 
-A finished run (its export and an evaluation with the same options) is reused by the next
-call with the same --work, after checking that it was trained with the same settings: a
-regeneration can be spread over several sittings, each picking up where the last stopped.
-Everything (3 corpora, 3 seeds, every claim: 72 runs) takes an estimated 11 h on 2 CPU
+A finished run is reused, after checking that it learned from the same settings: from --work
+(its export and an evaluation with the same options), or from its record in
+experiments/records/ (records.py: its report, settings and archive fingerprint; written for
+every finished run and meant to be committed, since work folders stay on one machine). A
+regeneration can so be spread over several sittings and machines, each picking up where the
+last stopped. Everything (3 corpora, 3 seeds, every claim: 72 runs) takes an estimated 11 h on 2 CPU
 cores; `--plan` lists the runs a call needs and which of them are done.
 """
 
@@ -47,6 +49,15 @@ from claims import (
     variant_dir,
 )
 from panels import panels, save
+from records import (
+    RECORDS,
+    archive_fingerprint,
+    changed,
+    mismatch,
+    read_record,
+    record_path,
+    write_record,
+)
 from seedstats import get, over_seeds, paired_gain, seed_stats, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,34 +100,55 @@ def build(name: str, out: Path, entities: int) -> float:
     return time.perf_counter() - started
 
 
-def train_and_evaluate(archive: Path, run: Path, seed: int, config: str,
+def train_and_evaluate(archive: Path, run: Path, record: Path, seed: int, config: str,
                        overrides: list[str], evaluation: list[str]
                        ) -> tuple[dict[str, Any], float, float, bool]:
-    """Pretrain into `run` unless it already holds an export, then evaluate it with the
-    `evaluation` overrides (eval.*) unless its eval.json already answers them; (report,
-    training seconds, evaluation seconds, reused). A reused run keeps its own training time:
-    from its config.yaml (written when training starts) to its summary.json (at the end)."""
+    """Pretrain into `run` unless it already holds an export or `record` (records.py) stands
+    for it, then evaluate it with the `evaluation` overrides (eval.*) unless its eval.json
+    already answers them, and record it; (report, training seconds, evaluation seconds,
+    reused). A reused run keeps its own training time."""
+    from raysys.cli import start_or_join_ray
     from raysys.config import load_config
     from raysys.evaluate import evaluate_checkpoint
     from raysys.train.driver import pretrain
 
     cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
                                f"train.run_name=seed{seed}", *overrides])
+    settings, asked = learned_settings(cfg), asked_evaluation(evaluation)
+    fingerprint = archive_fingerprint(archive)
     reused = is_trained(run)
+    kept = read_record(record)
+    if kept is not None and not reused:
+        why = mismatch(kept, settings, asked, fingerprint)
+        if not why:
+            return kept["report"], kept["train_seconds"], kept["eval_seconds"], True
+        print(f"[results] {record}: recorded with other {', '.join(why)}; training again",
+              flush=True)
     if reused:
         changed = changed_settings(load_config(run / "config.yaml"), cfg)
         if changed:
             raise SystemExit(f"results.py: {run} was trained with other settings ({changed}); "
                              "delete it or choose another --work")
     else:
+        start_or_join_ray()
         pretrain(cfg)
     trained = training_seconds(run)
-    report = earlier_evaluation(run, evaluation)
-    if report is not None:
-        return report, trained, float(report["seconds"]), reused
-    t1 = time.perf_counter()
-    report = evaluate_checkpoint(run, str(archive), run / "eval", overrides=evaluation).report
-    return report, trained, time.perf_counter() - t1, reused
+    report = earlier_evaluation(run, asked)
+    if report is None:
+        start_or_join_ray()
+        report = evaluate_checkpoint(run, str(archive), run / "eval", overrides=evaluation).report
+    write_record(record, {"settings": settings, "evaluation": asked, "archive": fingerprint,
+                          "report": report, "train_seconds": trained,
+                          "eval_seconds": float(report["seconds"])})
+    return report, trained, float(report["seconds"]), reused
+
+
+def asked_evaluation(evaluation: list[str]) -> dict[str, Any]:
+    """eval.k=v overrides as {k: value}."""
+    import yaml
+
+    return {k.removeprefix("eval."): yaml.safe_load(v)
+            for k, v in (o.split("=", 1) for o in evaluation)}
 
 
 def training_seconds(run: Path) -> float:
@@ -145,29 +177,23 @@ def learned_settings(cfg: Any) -> dict[str, Any]:
 
 def changed_settings(old: Any, new: Any) -> list[str]:
     """Dotted config keys whose values differ between two runs' configs: not where the run
-    and its archive are, its name or its logging (PLACES), nor settings left `auto`
-    (resolved to this machine's CPUs when the run started)."""
-    a, b = learned_settings(old), learned_settings(new)
-    return sorted(k for k in a.keys() | b.keys() if b.get(k) != "auto" and a.get(k) != b.get(k))
+    and its archive are, its name or its logging (PLACES), nor settings left `auto`."""
+    return changed(learned_settings(old), learned_settings(new))
 
 
 def is_trained(run: Path) -> bool:
     return (run / "model" / "model.json").exists()
 
 
-def earlier_evaluation(run: Path, evaluation: list[str]) -> dict[str, Any] | None:
+def earlier_evaluation(run: Path, asked: dict[str, Any]) -> dict[str, Any] | None:
     """The run's eval.json when it was made for this export with these eval overrides and
     by an evaluation that reports everything the page reads (the depth table, held-out
     graded relevance); None otherwise."""
-    import yaml
-
     path = run / "eval" / "eval.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
     model = json.loads((run / "model" / "model.json").read_text())
-    asked = {k.removeprefix("eval."): yaml.safe_load(v)
-             for k, v in (o.split("=", 1) for o in evaluation)}
     current = "depth" in report["models"]["trained"] and report["model_id"] == model["model_id"]
     same = all(report["config"]["eval"].get(k) == v for k, v in asked.items())
     return report if current and same else None
@@ -178,8 +204,8 @@ def run_seconds(times: dict[str, float]) -> float:
 
 
 def reused_text(times: dict[str, Any]) -> str:
-    return (f"; {times['reused']} trained by an earlier call with the same settings, their "
-            "own training time counted" if times.get("reused") else "")
+    return (f"; {times['reused']} trained earlier with the same settings (work folder or "
+            "record), their own training time counted" if times.get("reused") else "")
 
 
 def build_text(times: dict[str, float]) -> str:
@@ -370,9 +396,12 @@ def print_plan(name: str, work: Path, args: argparse.Namespace) -> None:
     print(f"{name}: {len(plan)} settings x {len(args.seeds)} seeds")
     for settings, (overrides, folder, _) in plan.items():
         done = [seed for seed in args.seeds if is_trained(folder / f"run-seed{seed}")]
+        kept = [seed for seed in args.seeds
+                if record_path(work, folder / f"run-seed{seed}", args.records).exists()]
         used_by = ["headline"] * (folder == work / name) + [
             f"{claim}/{variant}" for (claim, variant), s in of_variant.items() if s == settings]
-        print(f"  {folder.relative_to(work)}  trained seeds {done or 'none'}  "
+        print(f"  {folder.relative_to(work)}  trained seeds {done or 'none'}, recorded "
+              f"{kept or 'none'}  "
               f"({', '.join(used_by)})  {' '.join(overrides) or '(no overrides)'}")
 
 
@@ -384,17 +413,19 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, 
     times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
              "runs": 0, "reused": 0}
     total = len(plan) * len(args.seeds)
-    earlier = sum(is_trained(folder / f"run-seed{seed}") for _, folder, _ in plan.values()
-                  for seed in args.seeds)
+    earlier = sum(is_trained(folder / f"run-seed{seed}") or record_path(
+        work, folder / f"run-seed{seed}", args.records).exists()
+        for _, folder, _ in plan.values() for seed in args.seeds)
     print(f"[results] {name}: {len(plan)} settings x {len(args.seeds)} seeds = {total} runs, "
-          f"{earlier} trained by an earlier call", flush=True)
+          f"{earlier} trained or recorded by an earlier call", flush=True)
 
     def seeds(overrides: tuple[str, ...], folder: Path, evaluation: list[str]
               ) -> list[dict[str, Any]]:
         reports = []
         for seed in args.seeds:
+            run = folder / f"run-seed{seed}"
             report, t_train, t_eval, reused = train_and_evaluate(
-                archive, folder / f"run-seed{seed}", seed, args.config,
+                archive, run, record_path(work, run, args.records), seed, args.config,
                 [*CORPUS_OVERRIDES[name], *overrides, *args.overrides], evaluation)
             reports.append(report)
             times["train"] += t_train
@@ -476,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claims", nargs="*", default=list(CLAIMS), choices=list(CLAIMS),
                    help="the papers' claims to reproduce (experiments/claims.py); none: "
                    "the headline only")
+    p.add_argument("--records", type=Path, default=RECORDS,
+                   help="finished runs kept with the code (experiments/records.py); an "
+                   "empty folder trains everything again")
     p.add_argument("--plan", action="store_true",
                    help="list the runs each corpus needs and which are trained, then stop")
     p.add_argument("--tables-only", action="store_true",
@@ -491,10 +525,7 @@ def main(argv: list[str] | None = None) -> int:
         saved = {name: load_saved(work / name / "reports.json") for name in args.corpora}
     else:
         plans = {name: corpus_plan(name, work, args) for name in args.corpora}  # validates
-        # every run's config before Ray starts
-        from raysys.cli import start_or_join_ray
-
-        start_or_join_ray()
+        # every run's config before Ray starts (when a run needs training or evaluation)
         saved = {name: run_corpus(name, work, args, *plans[name]) for name in args.corpora}
     doc = Path(args.doc)
     plot = doc.with_name(doc.stem + "-headline.png")

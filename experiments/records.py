@@ -1,0 +1,93 @@
+"""Finished runs kept in the repository: experiments/records/<corpus>/<run folder>/seed<N>.json.
+
+A record holds what results.py reads of a run (its `raysys evaluate` report and its training and
+evaluation times) with what the run learned from (its resolved config without places and names,
+results.learned_settings), the evaluation overrides it was evaluated with and a fingerprint of
+its archive. Work folders live on one machine and are lost with it; records travel with the
+code, so a regeneration that takes longer than one sitting, or one machine, still adds up: a
+run whose record matches (same settings, same evaluation, same archive) is not trained again.
+A record that no longer matches (the recipe or the corpus changed) is reported and replaced.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+RECORDS = Path(__file__).resolve().parent / "records"
+TABLES = ("manifest.parquet", "logs.parquet", "relevance.parquet")
+AUDIO = (".wav", ".flac", ".mp3", ".ogg")
+REQUIRED = {"settings", "evaluation", "archive", "report", "train_seconds", "eval_seconds"}
+
+
+def record_path(work: Path, run: Path, root: Path = RECORDS) -> Path:
+    """WORK/music/loev-LOEV++/run-seed0 -> records/music/loev-LOEV++/seed0.json.gz."""
+    folder = run.parent.relative_to(work)
+    return root / folder / f"{run.name.removeprefix('run-')}.json.gz"
+
+
+def archive_fingerprint(archive: Path) -> str:
+    """sha256 over the archive's tables (their rows, not their bytes: parquet writers differ
+    by version) and its audio files' bytes. Images are left out: the corpora draw them from
+    what the tables hold (music's piano roll from the note log), and image encoders' bytes
+    differ by library version."""
+    import pyarrow.parquet as pq
+
+    digest = hashlib.sha256()
+    for name in TABLES:
+        if (archive / name).exists():
+            rows = pq.read_table(archive / name).to_pylist()
+            digest.update(name.encode() + json.dumps(rows, sort_keys=True, default=str).encode())
+    for path in sorted(p for p in archive.rglob("*") if p.suffix.lower() in AUDIO):
+        digest.update(str(path.relative_to(archive)).encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record, or None when there is none or it cannot be read (said, then replaced)."""
+    if not path.exists():
+        return None
+    try:
+        with gzip.open(path, "rt") as f:
+            record = json.load(f)
+        if not isinstance(record, dict) or not record.keys() >= REQUIRED:
+            raise ValueError(f"not a record: it needs {sorted(REQUIRED)}")
+    except (OSError, EOFError, ValueError) as error:
+        print(f"[results] {path}: unreadable record ({error}); the run is trained again",
+              flush=True)
+        return None
+    return record
+
+
+def write_record(path: Path, record: dict[str, Any]) -> None:
+    """Written whole or not at all (a stopped write leaves no record that looks complete);
+    gzip without a timestamp, so the same record gives the same bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record).encode()  # key order kept: the page reads the first label set
+    part = path.with_name(path.name + ".part")
+    with open(part, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0,
+                                                filename="") as f:
+        f.write(text)
+    part.replace(path)
+
+
+def changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted config keys whose values differ, except settings the new run leaves `auto`
+    (resolved to a machine's CPUs when a run starts)."""
+    return sorted(k for k in old.keys() | new.keys()
+                  if new.get(k) != "auto" and old.get(k) != new.get(k))
+
+
+def mismatch(record: dict[str, Any], settings: dict[str, Any], evaluation: dict[str, Any],
+             fingerprint: str) -> list[str]:
+    """Why the record does not stand for this run: the settings that differ, a different
+    evaluation or archive; [] when it does."""
+    why = changed(record["settings"], settings)
+    if record["evaluation"] != evaluation:
+        why.append(f"evaluation {record['evaluation']} (now {evaluation})")
+    if record["archive"] != fingerprint:
+        why.append("the archive's contents")
+    return why
