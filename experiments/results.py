@@ -133,7 +133,7 @@ def train_and_evaluate(archive: Path, run: Path, record: Path, seed: int, config
         start_or_join_ray()
         pretrain(cfg)
     trained = training_seconds(run)
-    report = earlier_evaluation(run, asked)
+    report = earlier_evaluation(run, evaluation)
     if report is None:
         start_or_join_ray()
         report = evaluate_checkpoint(run, str(archive), run / "eval", overrides=evaluation).report
@@ -185,18 +185,21 @@ def is_trained(run: Path) -> bool:
     return (run / "model" / "model.json").exists()
 
 
-def earlier_evaluation(run: Path, asked: dict[str, Any]) -> dict[str, Any] | None:
-    """The run's eval.json when it was made for this export with these eval overrides and
-    by an evaluation that reports everything the page reads (the depth table, held-out
-    graded relevance); None otherwise."""
+def earlier_evaluation(run: Path, evaluation: list[str]) -> dict[str, Any] | None:
+    """The run's eval.json when it was made for this export with exactly the eval settings
+    `raysys evaluate` would use now (the run's config with these overrides: a quicker
+    evaluation with other options is not reused) and reports everything the page reads (the
+    depth table); None otherwise."""
+    from raysys.config import load_config
+
     path = run / "eval" / "eval.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
     model = json.loads((run / "model" / "model.json").read_text())
     current = "depth" in report["models"]["trained"] and report["model_id"] == model["model_id"]
-    same = all(report["config"]["eval"].get(k) == v for k, v in asked.items())
-    return report if current and same else None
+    expected = load_config(run / "config.yaml", evaluation).eval.model_dump(mode="json")
+    return report if current and report["config"]["eval"] == expected else None
 
 
 def run_seconds(times: dict[str, float]) -> float:
