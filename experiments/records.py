@@ -83,11 +83,13 @@ def changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 def mismatch(record: dict[str, Any], settings: dict[str, Any], evaluation: dict[str, Any],
              fingerprint: str) -> list[str]:
-    """Why the record does not stand for this run: the settings that differ, a different
-    evaluation or archive; [] when it does."""
+    """Why the record does not stand for this run: the settings that differ, other eval
+    settings (`evaluation`: the whole eval section `raysys evaluate` would use now) or another
+    archive; [] when it does."""
     why = changed(record["settings"], settings)
-    if record["evaluation"] != evaluation:
-        why.append(f"evaluation {record['evaluation']} (now {evaluation})")
+    was = record["report"]["config"]["eval"]
+    if was != evaluation:
+        why.append("evaluation (" + ", ".join(changed(was, evaluation)) + ")")
     if record["archive"] != fingerprint:
         why.append("the archive's contents")
     return why

@@ -115,11 +115,12 @@ def train_and_evaluate(archive: Path, run: Path, record: Path, seed: int, config
     cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
                                f"train.run_name=seed{seed}", *overrides])
     settings, asked = learned_settings(cfg), asked_evaluation(evaluation)
+    eval_settings = load_config(config, [*overrides, *evaluation]).eval.model_dump(mode="json")
     fingerprint = archive_fingerprint(archive)
     reused = is_trained(run)
     kept = read_record(record)
     if kept is not None and not reused:
-        why = mismatch(kept, settings, asked, fingerprint)
+        why = mismatch(kept, settings, eval_settings, fingerprint)
         if not why:
             return kept["report"], kept["train_seconds"], kept["eval_seconds"], True
         print(f"[results] {record}: recorded with other {', '.join(why)}; training again",
