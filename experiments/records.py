@@ -1,9 +1,9 @@
-"""Finished runs kept in the repository: experiments/records/<corpus>/<run folder>/seed<N>.json.
+"""Finished runs kept with the code: experiments/records/<corpus>/<run folder>/seedN.json.gz.
 
-A record holds what results.py reads of a run (its `raysys evaluate` report and its training and
-evaluation times) with what the run learned from (its resolved config without places and names,
-results.learned_settings), the evaluation overrides it was evaluated with and a fingerprint of
-its archive. Work folders live on one machine and are lost with it; records travel with the
+A record holds what results.py reads of a run (its `raysys evaluate` report, whose config holds
+the eval settings, and its training and evaluation times) with what the run learned from (its
+resolved config without places and names, results.learned_settings) and a fingerprint of its
+archive. Work folders live on one machine and are lost with it; records travel with the
 code, so a regeneration that takes longer than one sitting, or one machine, still adds up: a
 run whose record matches (same settings, same evaluation, same archive) is not trained again.
 A record that no longer matches (the recipe or the corpus changed) is reported and replaced.
@@ -20,7 +20,7 @@ from typing import Any
 RECORDS = Path(__file__).resolve().parent / "records"
 TABLES = ("manifest.parquet", "logs.parquet", "relevance.parquet")
 AUDIO = (".wav", ".flac", ".mp3", ".ogg")
-REQUIRED = {"settings", "evaluation", "archive", "report", "train_seconds", "eval_seconds"}
+REQUIRED = {"settings", "archive", "report", "train_seconds", "eval_seconds"}
 
 
 def record_path(work: Path, run: Path, root: Path = RECORDS) -> Path:

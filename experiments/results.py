@@ -100,13 +100,14 @@ def build(name: str, out: Path, entities: int) -> float:
     return time.perf_counter() - started
 
 
-def train_and_evaluate(archive: Path, run: Path, record: Path, seed: int, config: str,
-                       overrides: list[str], evaluation: list[str]
+def train_and_evaluate(archive: Path, fingerprint: str, run: Path, record: Path, seed: int,
+                       config: str, overrides: list[str], evaluation: list[str]
                        ) -> tuple[dict[str, Any], float, float, bool]:
     """Pretrain into `run` unless it already holds an export or `record` (records.py) stands
     for it, then evaluate it with the `evaluation` overrides (eval.*) unless its eval.json
     already answers them, and record it; (report, training seconds, evaluation seconds,
-    reused). A reused run keeps its own training time."""
+    reused). A reused run keeps its own training time. `fingerprint`: the archive's
+    (records.archive_fingerprint)."""
     from raysys.cli import start_or_join_ray
     from raysys.config import load_config
     from raysys.evaluate import evaluate_checkpoint
@@ -114,9 +115,8 @@ def train_and_evaluate(archive: Path, run: Path, record: Path, seed: int, config
 
     cfg = load_config(config, [f"archive={archive}", f"out={run}", f"seed={seed}",
                                f"train.run_name=seed{seed}", *overrides])
-    settings, asked = learned_settings(cfg), asked_evaluation(evaluation)
+    settings = learned_settings(cfg)
     eval_settings = load_config(config, [*overrides, *evaluation]).eval.model_dump(mode="json")
-    fingerprint = archive_fingerprint(archive)
     reused = is_trained(run)
     kept = read_record(record)
     if kept is not None and not reused:
@@ -126,30 +126,21 @@ def train_and_evaluate(archive: Path, run: Path, record: Path, seed: int, config
         print(f"[results] {record}: recorded with other {', '.join(why)}; training again",
               flush=True)
     if reused:
-        changed = changed_settings(load_config(run / "config.yaml"), cfg)
-        if changed:
-            raise SystemExit(f"results.py: {run} was trained with other settings ({changed}); "
+        differ = changed_settings(load_config(run / "config.yaml"), cfg)
+        if differ:
+            raise SystemExit(f"results.py: {run} was trained with other settings ({differ}); "
                              "delete it or choose another --work")
     else:
         start_or_join_ray()
         pretrain(cfg)
     trained = training_seconds(run)
-    report = earlier_evaluation(run, evaluation)
+    report = earlier_evaluation(run, eval_settings)
     if report is None:
         start_or_join_ray()
         report = evaluate_checkpoint(run, str(archive), run / "eval", overrides=evaluation).report
-    write_record(record, {"settings": settings, "evaluation": asked, "archive": fingerprint,
-                          "report": report, "train_seconds": trained,
-                          "eval_seconds": float(report["seconds"])})
+    write_record(record, {"settings": settings, "archive": fingerprint, "report": report,
+                          "train_seconds": trained, "eval_seconds": float(report["seconds"])})
     return report, trained, float(report["seconds"]), reused
-
-
-def asked_evaluation(evaluation: list[str]) -> dict[str, Any]:
-    """eval.k=v overrides as {k: value}."""
-    import yaml
-
-    return {k.removeprefix("eval."): yaml.safe_load(v)
-            for k, v in (o.split("=", 1) for o in evaluation)}
 
 
 def training_seconds(run: Path) -> float:
@@ -186,21 +177,17 @@ def is_trained(run: Path) -> bool:
     return (run / "model" / "model.json").exists()
 
 
-def earlier_evaluation(run: Path, evaluation: list[str]) -> dict[str, Any] | None:
-    """The run's eval.json when it was made for this export with exactly the eval settings
-    `raysys evaluate` would use now (the run's config with these overrides: a quicker
-    evaluation with other options is not reused) and reports everything the page reads (the
-    depth table); None otherwise."""
-    from raysys.config import load_config
-
+def earlier_evaluation(run: Path, eval_settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's eval.json when it was made for this export with exactly `eval_settings`, the
+    eval section `raysys evaluate` would use now (a quicker evaluation with other options is
+    not reused), and reports everything the page reads (the depth table); None otherwise."""
     path = run / "eval" / "eval.json"
     if not path.exists():
         return None
     report = json.loads(path.read_text())
     model = json.loads((run / "model" / "model.json").read_text())
     current = "depth" in report["models"]["trained"] and report["model_id"] == model["model_id"]
-    expected = load_config(run / "config.yaml", evaluation).eval.model_dump(mode="json")
-    return report if current and report["config"]["eval"] == expected else None
+    return report if current and report["config"]["eval"] == eval_settings else None
 
 
 def run_seconds(times: dict[str, float]) -> float:
@@ -416,6 +403,7 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, 
     archive = work / name / "archive"
     times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
              "runs": 0, "reused": 0}
+    fingerprint = archive_fingerprint(archive)
     total = len(plan) * len(args.seeds)
     earlier = sum(is_trained(folder / f"run-seed{seed}") or record_path(
         work, folder / f"run-seed{seed}", args.records).exists()
@@ -429,7 +417,8 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, 
         for seed in args.seeds:
             run = folder / f"run-seed{seed}"
             report, t_train, t_eval, reused = train_and_evaluate(
-                archive, run, record_path(work, run, args.records), seed, args.config,
+                archive, fingerprint, run, record_path(work, run, args.records), seed,
+                args.config,
                 [*CORPUS_OVERRIDES[name], *overrides, *args.overrides], evaluation)
             reports.append(report)
             times["train"] += t_train
