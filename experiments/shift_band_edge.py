@@ -6,8 +6,8 @@ of the original's energy above that edge and, per feature channel, how much lowe
 of the shifted view sit than the original's (in the standardised features the encoder sees),
 against the bins below.
 
-    .venv/bin/python experiments/shift_band_edge.py ARCHIVE [--clips 40] [--shifts -3 3]
-        [key=value ...]
+    .venv/bin/python experiments/shift_band_edge.py ARCHIVE [key=value ...] [--clips 40]
+        [--shifts -3 3]      (config overrides before --shifts, which takes every number after it)
 """
 
 from __future__ import annotations
