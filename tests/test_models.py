@@ -445,7 +445,7 @@ def test_tdnn_aggregate_all_pools_the_statistics_of_every_frame_layer() -> None:
     assert list(layers) == ["layer1", "layer2"]
     torch.testing.assert_close(layers["layer1"], l1.mean(-1))
     torch.testing.assert_close(layers["layer2"], l2.mean(-1))
-    with pytest.raises(ValueError, match="aggregate=all .* needs kind=tdnn"):
+    with pytest.raises(ValueError, match="aggregate=all .* needs model.audio.kind=tdnn"):
         ModelConfig(audio={"kind": "cnn", "aggregate": "all"})
 
 
@@ -507,7 +507,7 @@ def test_tdnn_periodicity_joins_the_frame_statistics() -> None:
         _, heads, extra = model.inspect_modality("audio", views)
         assert extra["time_stretch_branch"].shape == (2, V, 6)
         assert torch.isfinite(heads["time_stretch"]).all()
-    with pytest.raises(ValueError, match="periodicity .* needs kind=tdnn"):
+    with pytest.raises(ValueError, match="periodicity .* needs model.audio.kind=tdnn"):
         ModelConfig(audio={"kind": "cnn", "periodicity": 4})
 
 
@@ -535,7 +535,7 @@ def test_loev_branch_periodicity_gives_only_that_branch_the_autocorrelation() ->
                          "audio": tdnn, "loev_branch_periodicity": {"time_stretch": 3}},
                         "needs loev_plus_plus=true"),
                        ({"audio": {"kind": "cnn"}, "loev_branch_periodicity": {"time_stretch": 3}},
-                        "needs audio.kind=tdnn"),
+                        "needs model.audio.kind=tdnn"),
                        ({"loev_branch_periodicity": {"time_stretch": 0}}, "must be >= 1")]:
         with pytest.raises(ValueError, match=match):
             ModelConfig(**{**base, **bad})

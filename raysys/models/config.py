@@ -22,6 +22,12 @@ CROSS_HEAD = "cross"
 AUDIO_WIDTHS = {"cnn": [16, 32, 64], "tdnn": [256, 256, 256]}
 
 
+def require_tdnn(option: str, why: str, kind: str) -> None:
+    """Options that read the tdnn's frame layers fail early on the 2-D cnn."""
+    if kind != "tdnn":
+        raise ValueError(f"{option} {why}: it needs model.audio.kind=tdnn (got {kind})")
+
+
 class AudioEncoderConfig(Section):
     """Encoder of the `[C, F, T]` spectrogram stack (raysys.models.audio).
 
@@ -59,14 +65,12 @@ class AudioEncoderConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> AudioEncoderConfig:
-        if self.periodicity and self.kind != "tdnn":
-            raise ValueError("periodicity reads the frame layers over time: it needs kind=tdnn "
-                             f"(got kind={self.kind})")
+        if self.periodicity:
+            require_tdnn("model.audio.periodicity", "reads the frame layers over time", self.kind)
+        if self.aggregate == "all":
+            require_tdnn("model.audio.aggregate=all", "concatenates frame layers", self.kind)
         if self.widths is None:
             self.widths = list(AUDIO_WIDTHS[self.kind])
-        if self.aggregate == "all" and self.kind != "tdnn":
-            raise ValueError("aggregate=all concatenates frame layers: it needs kind=tdnn "
-                             f"(got kind={self.kind})")
         if any(w < 1 for w in self.widths):
             raise ValueError(f"widths must all be >= 1 (got {self.widths})")
         return self
@@ -165,9 +169,8 @@ class ModelConfig(Section):
             if not (self.loev_plus_plus and "audio" in self.loev_plus_plus_modalities):
                 raise ValueError("loev_branch_periodicity shapes LOEV++ audio branches: it needs "
                                  "loev_plus_plus=true with audio in loev_plus_plus_modalities")
-            if self.audio.kind != "tdnn":
-                raise ValueError("loev_branch_periodicity reads frame layers over time: it needs "
-                                 f"audio.kind=tdnn (got {self.audio.kind})")
+            require_tdnn("model.loev_branch_periodicity", "reads frame layers over time",
+                         self.audio.kind)
             if any(c < 1 for c in periodic.values()):
                 raise ValueError(f"loev_branch_periodicity: channels must be >= 1 (got {periodic})")
         return self
