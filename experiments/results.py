@@ -397,9 +397,10 @@ def print_plan(name: str, work: Path, args: argparse.Namespace) -> None:
 
 
 def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, Any],
-               of_variant: dict[Any, str]) -> dict[str, Any]:
+               of_variant: dict[Any, str], save: bool = True) -> dict[str, Any]:
     """Build, train every seed of the corpus's plan (corpus_plan), evaluate; {reports (the
-    headline's), claims: {claim: {variant: reports}}, times}, also saved to reports.json."""
+    headline's), claims: {claim: {variant: reports}}, times}, also saved to reports.json
+    unless `save` is false (a part of the plan: `--only`)."""
     archive = work / name / "archive"
     times = {"build": build(name, archive, args.entities), "train": 0.0, "eval": 0.0,
              "runs": 0, "reused": 0}
@@ -435,8 +436,22 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, 
     for (claim, variant), settings in of_variant.items():
         claims.setdefault(claim, {})[variant] = runs[settings]
     saved = {"reports": next(iter(runs.values())), "claims": claims, "times": times}
-    (work / name / "reports.json").write_text(json.dumps(saved))
+    if save:
+        (work / name / "reports.json").write_text(json.dumps(saved))
     return saved
+
+
+def only_runs(plans: dict[str, Any], work: Path, only: list[str]) -> dict[str, Any]:
+    """The corpora's plans cut to the run folders `only` names (as --plan shows them)."""
+    folders = {str(folder.relative_to(work)) for plan, _ in plans.values()
+               for _, folder, _ in plan.values()}
+    unknown = sorted(set(only) - folders)
+    if unknown:
+        raise SystemExit(f"results.py --only: {unknown} are not run folders of this plan; "
+                         f"choose from {sorted(folders)}")
+    cut = {name: {settings: run for settings, run in plan.items()
+                  if str(run[1].relative_to(work)) in only} for name, (plan, _) in plans.items()}
+    return {name: (plan, {}) for name, plan in cut.items() if plan}
 
 
 def load_saved(path: Path) -> dict[str, Any]:
@@ -505,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
                    "empty folder trains everything again")
     p.add_argument("--plan", action="store_true",
                    help="list the runs each corpus needs and which are trained, then stop")
+    p.add_argument("--only", nargs="+", metavar="RUN_FOLDER",
+                   help="train, evaluate and record only these run folders of the plan (as "
+                   "--plan names them, e.g. music/loev-LOEV++), without writing the doc")
     p.add_argument("--tables-only", action="store_true",
                    help="rewrite the doc from WORK/<corpus>/reports.json of an earlier run")
     p.add_argument("overrides", nargs="*", metavar="key=value")
@@ -519,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         plans = {name: corpus_plan(name, work, args) for name in args.corpora}  # validates
         # every run's config before Ray starts (when a run needs training or evaluation)
+        if args.only:
+            for name, plan in only_runs(plans, work, args.only).items():
+                run_corpus(name, work, args, *plan, save=False)
+            print(f"[results] recorded {' '.join(args.only)}; a call without --only writes "
+                  "the doc")
+            return 0
         saved = {name: run_corpus(name, work, args, *plans[name]) for name in args.corpora}
     doc = Path(args.doc)
     plot = doc.with_name(doc.stem + "-headline.png")
