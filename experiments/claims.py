@@ -100,11 +100,12 @@ KEY = ("key", "pitch")  # music's key; the demo's pitch class
 # over every frame layer, a semitone channel); LOEV++ adds LOEV's own loss alone (w_bin=0) and
 # the autocorrelation pooling in the time branch, and crops shared by pairs of views (session
 # 21: one crop for all 4 views kept key best but cost 8 points of instrument NCC). The features
-# stop at 6 kHz (session 22: pitch-branch key +0.034 over 3 seeds): below the empty band a
-# downward pitch shift leaves (6.35 kHz at -4 semitones), and in finer bins; one seed at the
-# default's bin width (n_bins=36) lost the gain, so the finer bins, not the cue, seem to matter.
+# stop at 6 kHz (session 22: pitch-branch key +0.034 over 3 seeds), below the empty band a
+# downward pitch shift leaves (6.35 kHz at -4 semitones), in 64 bins (session 23): 94 Hz linear
+# bins, and a semitone channel over MIDI 45-108 instead of 45-92 (the melodies: MIDI 36-99).
 LOEV_ENCODER = ["model.audio.kind=tdnn", "model.audio.aggregate=all",
-                "data.audio.channels=[logmel,logstft,pcen,logfreq]", "data.audio.f_max=6000"]
+                "data.audio.channels=[logmel,logstft,pcen,logfreq]", "data.audio.f_max=6000",
+                "data.audio.n_bins=64"]
 LOEV = [*LOEV_ENCODER, "model.loev_heads=[pitch_shift,time_stretch]", "model.loev_plus_plus=true",
         "objective.loev.enabled=true", "objective.loev.augmentations=[pitch_shift,time_stretch]",
         "data.augment.audio.crop_shared=2", "objective.w_bin=0",
@@ -224,7 +225,7 @@ CLAIMS = {
              "difference while across pairs the crops differ (docs/learning.md, session 21: "
              "one crop for all views keeps more key but costs the general task). Both arms "
              "use the encoder of docs/learning.md's LOEV++ runs (tdnn, a semitone channel) "
-             "and features up to 6 kHz in 48 bins (`data.audio.f_max`, session 22); "
+             "and features up to 6 kHz in 64 bins (`data.audio.f_max`, `n_bins`; sessions 22-23); "
              "LOEV++ trains on LOEV's own loss "
              "alone and its time branch pools the autocorrelation of its frame features "
              "(`model.loev_branch_periodicity`). 'moves': "
