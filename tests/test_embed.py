@@ -169,3 +169,38 @@ def test_corrupt_zoo_is_quarantined_and_the_job_completes(ray_session, tmp_path)
     assert good <= embedded and not embedded & {(k, v) for k, v, _ in got_bad}
     report = verify_output(out, archive)
     assert report["ok"], report["problems"]
+
+
+def test_a_loev_plus_plus_branch_is_embedded_like_a_head(demo_archive, tmp_path) -> None:
+    """`head=pitch_shift_branch` writes the branch before its projection (the encoder's width,
+    L2-normalised) for the views that have it; asking it of a view without the branch, or a
+    head the checkpoint lacks, fails before any work, naming what the checkpoint has."""
+    from raysys.config import load_config
+    from raysys.embed.plan import plan_job
+    from raysys.embed.reference import random_export
+    from raysys.train.export import load_model
+
+    cfg = load_config("configs/tiny.yaml", ["data.modalities=[audio,image]",
+                                            "model.loev_heads=[pitch_shift]",
+                                            "model.loev_plus_plus=true"])
+    checkpoint = str(tmp_path / "model")
+    random_export(demo_archive, checkpoint, cfg.data, cfg.model, seed=0)
+    width = load_model(checkpoint)[0].encoders["audio"].out_dim
+    assert width != cfg.model.embed_dim
+    branch = plain_embed(checkpoint, demo_archive,
+                         embed_cfg(head="pitch_shift_branch", views=["audio"]))
+    head = plain_embed(checkpoint, demo_archive, embed_cfg(head="pitch_shift", views=["audio"]))
+    assert len(branch) == len(head) > 0 and branch["key"].tolist() == head["key"].tolist()
+    vectors = np.stack(branch["embedding"].to_numpy())
+    assert vectors.shape[1] == width
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert np.stack(head["embedding"].to_numpy()).shape[1] == cfg.model.embed_dim
+    assert plan_job(checkpoint, demo_archive, embed_cfg(head="pitch_shift_branch",
+                                                        views=["audio"])).dim == width
+    out = tmp_path / "out"
+    with pytest.raises(EmbedError, match=r"pitch_shift_branch.*no such output for \['image'\]"):
+        run_embed(checkpoint, demo_archive, str(out),
+                  embed_cfg(head="pitch_shift_branch", views=["audio", "image"]))
+    with pytest.raises(EmbedError, match=r"'time_stretch'.*no such output.*'pitch_shift'"):
+        run_embed(checkpoint, demo_archive, str(out), embed_cfg(head="time_stretch"))
+    assert not out.exists()

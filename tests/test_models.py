@@ -511,6 +511,21 @@ def test_tdnn_periodicity_joins_the_frame_statistics() -> None:
         ModelConfig(audio={"kind": "cnn", "periodicity": 4})
 
 
+def test_embed_returns_a_loev_plus_plus_branch_as_inspection_does() -> None:
+    model = make_model(loev_heads=["pitch_shift"], loev_plus_plus=True)
+    views = make_batch().views["audio"]
+    width = model.encoders["audio"].out_dim
+    assert model.embedding_dims("audio") == {
+        **{h: model.cfg.embed_dim for h in model.output_names()}, "pitch_shift_branch": width}
+    assert "pitch_shift_branch" not in model.embedding_dims("image")  # image has no branch
+    branch = model.inspect_modality("audio", views)[2]["pitch_shift_branch"]
+    torch.testing.assert_close(model.embed("audio", views, "pitch_shift_branch", False), branch)
+    torch.testing.assert_close(model.embed("audio", views, "pitch_shift_branch"),
+                               torch.nn.functional.normalize(branch, dim=-1))
+    with pytest.raises(ValueError, match="unknown head 'pitch_shift_branch' for image"):
+        model.embed("image", make_batch().views["image"], "pitch_shift_branch")
+
+
 def test_loev_branch_periodicity_gives_only_that_branch_the_autocorrelation() -> None:
     """The time branch reads tempo; the shared backbone and the other branches keep the plain
     statistics (and their sizes), so the invariant head is built as without it."""

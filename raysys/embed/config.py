@@ -47,7 +47,8 @@ class EmbedConfig(Section):
     views: list[Modality] | None = Field(
         None, description="output: views to embed; None = every view the model and archive share"
     )
-    head: str = Field(INVARIANT_HEAD, description="output: which head's embedding")
+    head: str = Field(INVARIANT_HEAD, description="output: which head's embedding, or a LOEV++ "
+                      "branch's before its projection (e.g. pitch_shift_branch)")
     normalize: bool = Field(True, description="output: L2-normalise each embedding")
     dtype: Literal["float32", "float16"] = Field("float32", description="output: stored dtype")
     audio: AudioWindows = Field(default_factory=AudioWindows)

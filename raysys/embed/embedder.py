@@ -96,7 +96,7 @@ class EmbedCore:
         self.model, self.views, self.head = model.eval(), views, head
         self.audio_layout = audio_layout  # (channels C, frequency bins F) of the audio input
         self.normalize, self.windows, self.device = normalize, windows, device
-        self.dim = model.cfg.embed_dim
+        self.dim = model.embedding_dims(views[0])[head] if views else model.cfg.embed_dim
 
     @torch.inference_mode()
     def _embed(self, view: str, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:

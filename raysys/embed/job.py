@@ -153,7 +153,7 @@ def stream(plan: JobPlan, out: str, cfg: EmbedConfig, pending: list[int],
     print(where, file=sys.stderr, flush=True)
     sizes = plan.shard_sizes()
     collector = ShardCollector(out, {s: sizes[s] for s in pending}, {
-        "dim": int(plan.export.meta["model"]["embed_dim"]), "dtype": cfg.dtype,
+        "dim": plan.dim, "dtype": cfg.dtype,
         "model_id": plan.model_id, "config_hash": plan.config_hash,
         "keep_windows": cfg.audio.keep_windows})
     progress = Progress(len(pending), sum(sizes[s] for s in pending), cfg.progress_every_s)

@@ -19,8 +19,7 @@ from raysys.data import fs
 from raysys.data.archive import ArchiveInfo, BadRecord, load_archive
 from raysys.data.config import DataConfig
 from raysys.embed.config import EmbedConfig, EmbedError
-from raysys.models.config import COLA_HEAD, CROSS_HEAD, INVARIANT_HEAD
-from raysys.train.export import META_FILE, MODEL_FILE, config_hash, upgrade_meta
+from raysys.train.export import META_FILE, MODEL_FILE, build_model, config_hash, upgrade_meta
 
 VIEWS = ("audio", "image", "tabular")
 
@@ -108,6 +107,7 @@ class JobPlan:
     entities: pd.DataFrame  # key, audio, image, has_logs, shard; sorted by key
     num_shards: int
     config_hash: str
+    dim: int  # the size of the chosen head's (or branch's) embedding
     fingerprint: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -120,6 +120,23 @@ class JobPlan:
     def archive_bad(self) -> list[BadRecord]:
         """Archive-level bad records that concern an embedded view (or a whole entity)."""
         return [r for r in self.info.bad if r.view in (*self.views, "entity")]
+
+
+def output_dim(export: Export, views: list[str], head: str) -> int:
+    """The size of `head`'s embedding in every view (a head: `embed_dim`; a LOEV++ branch such
+    as `pitch_shift_branch`: the encoder's width); fails when a view lacks it or sizes differ."""
+    model = build_model(export.meta)
+    dims = {view: model.embedding_dims(view) for view in views}
+    lacking = [view for view in views if head not in dims[view]]
+    if lacking:
+        have = {view: list(d) for view, d in dims.items()}
+        raise EmbedError(f"embed.head={head!r}: the checkpoint has no such output for {lacking}"
+                         f" (it has {have}); choose another head or set embed.views")
+    sizes = {view: dims[view][head] for view in views}
+    if len(set(sizes.values())) > 1:
+        raise EmbedError(f"embed.head={head!r} has a different size per view ({sizes}): embed "
+                         "one view at a time (embed.views=[audio])")
+    return next(iter(sizes.values()))
 
 
 def entity_frame(info: ArchiveInfo, shard_entities: int) -> pd.DataFrame:
@@ -142,13 +159,9 @@ def keys_digest(keys: list[str]) -> str:
 def plan_job(checkpoint: str, archive: str, cfg: EmbedConfig) -> JobPlan:
     """Load export + archive, check they match, plan the shards. No Ray, no media decoding."""
     export = read_export(checkpoint)
-    model = export.meta["model"]
-    heads = [INVARIANT_HEAD, *([CROSS_HEAD] if model.get("cross_head") else []),
-             *model.get("loev_heads", []), *([COLA_HEAD] if model.get("cola") else [])]
-    if cfg.head not in heads:
-        raise EmbedError(f"embed.head={cfg.head!r}: the checkpoint has heads {heads}")
     info = load_archive(archive)
     views = select_views(export, info, cfg.views)
+    dim = output_dim(export, views, cfg.head)
     if "tabular" in views:
         check_tabular(export, info)
     entities = entity_frame(info, cfg.shard_entities)
@@ -158,4 +171,4 @@ def plan_job(checkpoint: str, archive: str, cfg: EmbedConfig) -> JobPlan:
     fingerprint = {"model_id": export.meta["model_id"], "config_hash": chash, "views": views,
                    "keys": keys_digest(entities["key"].tolist()), "entities": len(entities),
                    "shard_entities": cfg.shard_entities, "num_shards": num_shards}
-    return JobPlan(export, info, views, entities, num_shards, chash, fingerprint)
+    return JobPlan(export, info, views, entities, num_shards, chash, dim, fingerprint)

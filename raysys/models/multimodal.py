@@ -220,15 +220,29 @@ class MultiViewModel(nn.Module):
             raise ValueError(f"{modality} views: expected a tensor [B, V, ...], got {x!r:.80}")
         return flatten_views(zero_absent(x, present)), (x.shape[0], x.shape[1])
 
+    def embedding_dims(self, modality: str) -> dict[str, int]:
+        """What `embed` can return for `modality`, and its size: every head (`embed_dim`) and
+        each LOEV++ branch before its projection (`pitch_shift_branch`: the encoder's width)."""
+        if modality not in self.encoders:
+            raise ValueError(f"model has no encoder for {modality!r} (has {self.modalities})")
+        width = self.encoders[modality].out_dim
+        return ({h: self.cfg.embed_dim for h in self.output_names()}
+                | {branch_space(h): width for h in self.branch_heads(modality)})
+
     def embed(
         self, modality: str, views: ModalityViews, head: str = INVARIANT_HEAD,
         normalize: bool = True,
     ) -> torch.Tensor:
-        """Inference: one head's embeddings `[B, V, d]` of one modality (L2-normalised)."""
-        if head not in self.output_names():
-            raise ValueError(f"unknown head {head!r}; the model has {self.output_names()}")
-        _, heads = self.encode_modality(modality, views)
-        return F.normalize(heads[head], dim=-1) if normalize else heads[head]
+        """Inference: one head's embeddings `[B, V, d]` of one modality (L2-normalised), or a
+        LOEV++ branch's (`embedding_dims`)."""
+        names = self.embedding_dims(modality)
+        if head not in names:
+            raise ValueError(f"unknown head {head!r} for {modality}; the model has {list(names)}")
+        if head in self.output_names():
+            out = self.encode_modality(modality, views)[1][head]
+        else:
+            out = self.inspect_modality(modality, views)[2][head]
+        return F.normalize(out, dim=-1) if normalize else out
 
     def forward(self, batch: HeteroBatch) -> EncodedViews:
         b = batch.size

@@ -95,6 +95,14 @@ def export_model(out_dir: str | Path, state: dict[str, torch.Tensor], *, model_c
     return meta
 
 
+def build_model(meta: dict[str, Any]) -> MultiViewModel:
+    """An export's model with fresh weights (its shapes, before `load_state_dict`)."""
+    inputs = meta["inputs"]
+    inputs = ModelInputs(**{**inputs, "modalities": tuple(inputs["modalities"]),
+                            "tabular_cardinalities": tuple(inputs["tabular_cardinalities"])})
+    return MultiViewModel(ModelConfig.model_validate(meta["model"]), inputs)
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu"
                ) -> tuple[MultiViewModel, dict[str, Any]]:
     """Rebuild an exported model (a RUN folder or its `model/` folder) in eval mode."""
@@ -105,10 +113,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"
     if not meta_file.exists():
         raise FileNotFoundError(f"{path}: no {META_FILE} (not a raysys model export)")
     meta = upgrade_meta(json.loads(meta_file.read_text()))
-    inputs = meta["inputs"]
-    inputs = ModelInputs(**{**inputs, "modalities": tuple(inputs["modalities"]),
-                            "tabular_cardinalities": tuple(inputs["tabular_cardinalities"])})
-    model = MultiViewModel(ModelConfig.model_validate(meta["model"]), inputs)
+    model = build_model(meta)
     state = torch.load(path / MODEL_FILE, map_location=device, weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), meta
