@@ -410,7 +410,8 @@ def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, 
         work, folder / f"run-seed{seed}", args.records).exists()
         for _, folder, _ in plan.values() for seed in args.seeds)
     print(f"[results] {name}: {len(plan)} settings x {len(args.seeds)} seeds = {total} runs, "
-          f"{earlier} trained or recorded by an earlier call", flush=True)
+          f"{earlier} with a run folder or record of an earlier call (used if the settings "
+          "match)", flush=True)
 
     def seeds(overrides: tuple[str, ...], folder: Path, evaluation: list[str]
               ) -> list[dict[str, Any]]:
