@@ -36,7 +36,10 @@ def head_command(temp_dir: str, dashboard: int) -> list[str]:
                                              "ray-client-server-port", "metrics-export-port",
                                              "dashboard-agent-listen-port",
                                              "dashboard-agent-grpc-port", "runtime-env-agent-port")}
+    taken = {dashboard, *ports.values()}
     low = free_port()
+    while any(low <= port <= low + 200 for port in taken):  # ray start refuses an overlap
+        low = free_port()
     return [ray, "start", "--head", "--block", "--num-cpus=2", f"--temp-dir={temp_dir}",
             "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}",
             "--include-dashboard=true", "--disable-usage-stats",
