@@ -189,7 +189,7 @@ class MultiViewModel(nn.Module):
                for h in self.head_names}  # fmt: skip
         if self.cfg.cola:
             out[COLA_HEAD] = self.heads.project_cola(modality, backbone)
-        extra = {branch_space(h): t for h, t in branches.items()} | layers if inspect else {}
+        extra = {branch_space(h): t for h, t in branches.items()} | layers
         unflat = lambda t: zero_absent(t.reshape(b, v, -1), present)
         return (unflat(backbone), {k: unflat(t) for k, t in out.items()},
                 {k: unflat(t) for k, t in extra.items()})
@@ -238,10 +238,8 @@ class MultiViewModel(nn.Module):
         names = self.embedding_dims(modality)
         if head not in names:
             raise ValueError(f"unknown head {head!r} for {modality}; the model has {list(names)}")
-        if head in self.output_names():
-            out = self.encode_modality(modality, views)[1][head]
-        else:
-            out = self.inspect_modality(modality, views)[2][head]
+        _, heads, branches = self._encode(modality, views, inspect=False)  # no layer pooling
+        out = heads[head] if head in heads else branches[head]
         return F.normalize(out, dim=-1) if normalize else out
 
     def forward(self, batch: HeteroBatch) -> EncodedViews:
