@@ -2,11 +2,13 @@
 
 A record holds what results.py reads of a run (its `raysys evaluate` report, whose config holds
 the eval settings, and its training and evaluation times) with what the run learned from (its
-resolved config without places and names, results.learned_settings) and a fingerprint of its
+resolved config without places and names: learned_settings) and a fingerprint of its
 archive. Work folders live on one machine and are lost with it; records travel with the
 code, so a regeneration that takes longer than one sitting, or one machine, still adds up: a
 run whose record matches (same settings, same evaluation, same archive) is not trained again.
-A record that no longer matches (the recipe or the corpus changed) is reported and replaced.
+A record that no longer matches (the recipe or the corpus changed) is reported and replaced;
+a record is read through today's config first, so an option added since (at its default) or
+retired (at its old default) does not undo a regeneration spread over sessions.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 RECORDS = Path(__file__).resolve().parent / "records"
+PLACES = ("archive", "out", "train.run_name", "train.tensorboard")  # where a run is, what it
+# is called, whether it logs for TensorBoard: none changes what it learns
 TABLES = ("manifest.parquet", "logs.parquet", "relevance.parquet")
 AUDIO = (".wav", ".flac", ".mp3", ".ogg")
 REQUIRED = {"settings", "archive", "report", "train_seconds", "eval_seconds"}
@@ -74,6 +78,44 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     part.replace(path)
 
 
+def learned_settings(cfg: Any) -> dict[str, Any]:
+    """A run's config (a RaysysConfig) as dotted keys, without PLACES: what it learns from."""
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix[:-1]: tree}
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    return {k: v for k, v in flat(cfg.model_dump(mode="json")).items() if k not in PLACES}
+
+
+def nested(settings: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys back into a config tree: {"a.b": 1} -> {"a": {"b": 1}}."""
+    tree: dict[str, Any] = {}
+    for key, value in settings.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def as_today(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    """The record's (settings, eval section) as today's config reads them: options added
+    since the record take their defaults (what the run did before they existed), retired
+    ones at their old default drop out (raysys.config.RETIRED); a str says why today's
+    config cannot read them (an option removed, a value no longer allowed)."""
+    from raysys.config import ConfigError, build_config
+
+    tree = nested(record["settings"])
+    try:
+        settings = learned_settings(build_config(tree))
+        evaluation = build_config({**tree, "eval": record["report"]["config"]["eval"]}).eval
+    except ConfigError as error:
+        return f"settings today's config cannot read ({' '.join(str(error).split())})"
+    return settings, evaluation.model_dump(mode="json")
+
+
 def changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Dotted config keys whose values differ, except settings the new run leaves `auto`
     (resolved to a machine's CPUs when a run starts)."""
@@ -86,8 +128,11 @@ def mismatch(record: dict[str, Any], settings: dict[str, Any], evaluation: dict[
     """Why the record does not stand for this run: the settings that differ, other eval
     settings (`evaluation`: the whole eval section `raysys evaluate` would use now) or another
     archive; [] when it does."""
-    why = changed(record["settings"], settings)
-    was = record["report"]["config"]["eval"]
+    today = as_today(record)
+    if isinstance(today, str):
+        return [today]
+    was_settings, was = today
+    why = changed(was_settings, settings)
     if was != evaluation:
         why.append("evaluation (" + ", ".join(changed(was, evaluation)) + ")")
     if record["archive"] != fingerprint:

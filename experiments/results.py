@@ -53,6 +53,7 @@ from records import (
     RECORDS,
     archive_fingerprint,
     changed,
+    learned_settings,
     mismatch,
     read_record,
     record_path,
@@ -151,20 +152,6 @@ def training_seconds(run: Path) -> float:
     if seconds is not None:
         return float(seconds)
     return summary.stat().st_mtime - (run / "config.yaml").stat().st_mtime
-
-
-PLACES = ("archive", "out", "train.run_name", "train.tensorboard")  # where a run is, what it
-# is called, whether it logs for TensorBoard: none changes what it learns
-
-
-def learned_settings(cfg: Any) -> dict[str, Any]:
-    """A run's config as dotted keys, without PLACES: what it learns from."""
-    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(tree, dict):
-            return {prefix[:-1]: tree}
-        return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
-
-    return {k: v for k, v in flat(cfg.model_dump(mode="json")).items() if k not in PLACES}
 
 
 def changed_settings(old: Any, new: Any) -> list[str]:
