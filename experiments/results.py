@@ -369,9 +369,25 @@ def corpus_plan(name: str, work: Path, args: argparse.Namespace
     return plan, of_variant
 
 
-def print_plan(name: str, work: Path, args: argparse.Namespace) -> None:
+def recorded_pace(records: Path) -> tuple[float, float] | None:
+    """(training seconds per step, evaluation seconds per run) over every record: the pace
+    --plan's estimate assumes; None before the first record."""
+    steps = train = evaluate = 0.0
+    found = [r for path in sorted(records.rglob("*.json.gz")) if (r := read_record(path))]
+    for record in found:
+        steps += record["settings"]["train.steps"]
+        train += record["train_seconds"]
+        evaluate += record["eval_seconds"]
+    return (train / steps, evaluate / len(found)) if found else None
+
+
+def print_plan(name: str, work: Path, args: argparse.Namespace,
+               pace: tuple[float, float] | None) -> float:
+    """List the corpus's runs and which are trained or recorded; the estimated seconds left
+    (runs to train and evaluate, runs to evaluate) at `pace` (recorded_pace), 0 without one."""
     plan, of_variant = corpus_plan(name, work, args)
     print(f"{name}: {len(plan)} settings x {len(args.seeds)} seeds")
+    left = 0.0
     for settings, (overrides, folder, _) in plan.items():
         done = [seed for seed in args.seeds if is_trained(folder / f"run-seed{seed}")]
         kept = [seed for seed in args.seeds
@@ -381,6 +397,12 @@ def print_plan(name: str, work: Path, args: argparse.Namespace) -> None:
         print(f"  {folder.relative_to(work)}  trained seeds {done or 'none'}, recorded "
               f"{kept or 'none'}  "
               f"({', '.join(used_by)})  {' '.join(overrides) or '(no overrides)'}")
+        if pace:
+            steps = json.loads(settings)["train.steps"]
+            to_train = len(set(args.seeds) - set(done) - set(kept))
+            to_evaluate = len(set(args.seeds) - set(kept))
+            left += to_train * steps * pace[0] + to_evaluate * pace[1]
+    return left
 
 
 def run_corpus(name: str, work: Path, args: argparse.Namespace, plan: dict[str, Any],
@@ -517,8 +539,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     work = Path(args.work).absolute()
     if args.plan:
-        for name in args.corpora:
-            print_plan(name, work, args)
+        pace = recorded_pace(args.records)
+        left = sum(print_plan(name, work, args, pace) for name in args.corpora)
+        if pace:
+            print(f"left: ~{left / 3600:.1f} h of training and evaluation at the recorded "
+                  f"runs' pace ({pace[0]:.2f} s a step, {pace[1] / 60:.1f} min an evaluation; "
+                  "archives to build not counted)")
         return 0
     if args.tables_only:
         saved = {name: load_saved(work / name / "reports.json") for name in args.corpora}
