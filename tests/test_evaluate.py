@@ -13,7 +13,15 @@ import pytest
 
 from raysys.config import load_config
 from raysys.eval.config import EvaluationConfig
-from raysys.eval.measure import RELEVANT_RATING, few_shot_curve, graded_relevance
+from raysys.eval.measure import (
+    FUSED,
+    RELEVANT_RATING,
+    Spaces,
+    few_shot_curve,
+    fuse_mean,
+    graded_relevance,
+    relevance_by_space,
+)
 from raysys.eval.protocol import kfold_classification
 from raysys.evaluate import EvaluateError, evaluate_checkpoint
 from raysys.train.intrain_eval import evaluate_split, metric_names, quick_metrics
@@ -123,6 +131,27 @@ def test_graded_relevance_on_held_out_queries_matches_a_naive_ranking():
     assert got["R@1"] == pytest.approx(np.mean(hit1)) and 0 < got["mAP@5"] <= 1
     everyone = graded_relevance(x, np.ones(len(keys), bool), keys, ratings, k=5)
     assert everyone["queries"] == len(set(ratings["query"])) and not everyone["held_out"]
+
+
+def test_graded_relevance_ranks_in_each_modality_when_a_view_lacks_what_is_rated():
+    """The fused space mixes in an image view that carries nothing the ratings reward: each
+    modality's own ranking is reported beside it, and equals graded relevance in that space."""
+    split, ratings = two_modality_split()
+    emb, present, keys = split.embeddings, split.present, split.keys
+    noise = np.random.default_rng(4).normal(size=emb["image"].shape) * present["image"][:, None]
+    views = {"audio": emb["audio"], "image": noise}
+    fused, anywhere = fuse_mean(views, present)
+    spaces = Spaces("two", {**views, FUSED: fused}, {**present, FUSED: anywhere})
+    cfg = EvaluationConfig(map_k=5)
+    got = relevance_by_space(spaces, keys, ratings, cfg, None)
+    for modality, x in views.items():
+        assert got["relevance_by_modality"][modality] == graded_relevance(
+            x, present[modality], keys, ratings, k=5, ks=tuple(cfg.retrieval_ks))
+    audio, image = (got["relevance_by_modality"][m]["nDCG@5"] for m in ("audio", "image"))
+    assert audio > got["relevance"]["nDCG@5"] > image
+    alone = Spaces("one", {"audio": emb["audio"], FUSED: emb["audio"]},
+                   {"audio": present["audio"], FUSED: present["audio"]})
+    assert list(relevance_by_space(alone, keys, ratings, cfg, None)) == ["relevance"]
 
 
 def test_eval_line_shows_main_label_random_control_and_retrieval():

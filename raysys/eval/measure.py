@@ -6,9 +6,12 @@ probe spaces (backbone and each head). `measure` returns a JSON-able dict:
 
     {"spaces": {space: {"entities": n, "labels": {set: kfold result}, "few_shot": {set: curve}}},
      "probes": [{"modality", "space", "factor", "kind", ...}],
-     "retrieval": {"cross_modal": {"a->b": {...}}, "relevance": {...}},
+     "retrieval": {"cross_modal": {"a->b": {...}}, "relevance": {...},
+                   "relevance_by_modality": {modality: {...}}},
      "depth": {modality: {layer: {set: {"ncc", "chance", "cdnv"}}}}}
 
+Graded relevance ranks in the fused space and, with several modalities, in each modality's
+own space too (a fused space mixes in views that may not carry what the ratings reward).
 A metric the data cannot support (a single class, too few samples) is `{"skipped": reason}`.
 No Ray here.
 """
@@ -276,7 +279,19 @@ def measure(spaces: Spaces, labels: pd.DataFrame, keys: list[str], *,
     out["depth"] = depth_clustering(spaces, labels, label_sets, cfg)
     out["retrieval"] = {"cross_modal": cross_modal(spaces, tuple(cfg.retrieval_ks))}
     if ratings is not None:
-        out["retrieval"]["relevance"] = graded_relevance(
-            spaces.embeddings[FUSED], spaces.present[FUSED], keys, ratings, k=cfg.map_k,
-            queries=rating_queries, ks=tuple(cfg.retrieval_ks))
+        out["retrieval"].update(relevance_by_space(spaces, keys, ratings, cfg, rating_queries))
     return jsonable(out)
+
+
+def relevance_by_space(spaces: Spaces, keys: list[str], ratings: pd.DataFrame,
+                       cfg: EvaluationConfig, queries: set[str] | None) -> dict[str, Any]:
+    """Graded relevance in the fused space (`relevance`) and, when there are several
+    modalities, in each one's own embedding (`relevance_by_modality`)."""
+    def rank_in(space: str) -> dict[str, Any]:
+        return graded_relevance(spaces.embeddings[space], spaces.present[space], keys, ratings,
+                                k=cfg.map_k, queries=queries, ks=tuple(cfg.retrieval_ks))
+
+    out: dict[str, Any] = {"relevance": rank_in(FUSED)}
+    if len(spaces.modalities) > 1:
+        out["relevance_by_modality"] = {m: rank_in(m) for m in spaces.modalities}
+    return out

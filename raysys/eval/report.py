@@ -295,12 +295,14 @@ def retrieval_table(report: dict[str, Any]) -> str:
                 continue
             rows.append([name, pair, *[fmt(r.get(c)) for c in ("R@1", "R@5", "R@10", "mAP@10")],
                          fmt(r.get("chance_R@10"))])
-        rel = result["retrieval"].get("relevance")
-        if rel is not None:
-            rows.append([name, "graded relevance (fused)",
-                         *[fmt(rel.get(c)) for c in ("R@1", "R@5", "R@10", "mAP@10")],
-                         f"nDCG@10 {fmt(rel.get('nDCG@10'))}" if "nDCG@10" in rel
-                         else f"skipped: {rel.get('skipped')}"])
+        graded = {"fused": result["retrieval"].get("relevance"),
+                  **result["retrieval"].get("relevance_by_modality", {})}
+        for space, rel in graded.items():
+            if rel is not None:
+                rows.append([name, f"graded relevance ({space})",
+                             *[fmt(rel.get(c)) for c in ("R@1", "R@5", "R@10", "mAP@10")],
+                             f"nDCG@10 {fmt(rel.get('nDCG@10'))}" if "nDCG@10" in rel
+                             else f"skipped: {rel.get('skipped')}"])
     return table(["model", "task", "R@1", "R@5", "R@10", "mAP@10", "chance R@10 / nDCG"], rows)
 
 
@@ -463,7 +465,9 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
               probe_table(report), "",
               *_depth_section(out_dir, report, plots),
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
-              "entities with both. Graded relevance (fused): each query's rated candidates ranked, "
+              "entities with both. Graded relevance (in the fused space, and in each "
+              "modality's own space when there are several): each query's rated candidates "
+              "ranked, "
               "nDCG@10 on the ratings and R@k / mAP@10 with ratings >= 50 as positives; the "
               "queries are the entities training held out (`data.eval_fraction`), whose "
               "ratings the ListNet term never saw.",
