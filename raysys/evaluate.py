@@ -293,11 +293,14 @@ def evaluate_checkpoint(checkpoint: str | Path, archive: str, out: str | Path | 
 
 def verdict_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per (label set, space): NCC and logistic of every model, and the trained
-    model against the random init and the classic features (`compare`: outside the CI?)."""
+    model against the random init and the classic features (`compare`: outside the CI?).
+    The fused space only with several modalities (with one it is that modality's)."""
     models = report["models"]
+    modalities = [s for s in models["trained"]["spaces"] if s != FUSED]
+    spaces = modalities if len(modalities) == 1 else [FUSED, *modalities]
     rows = []
     for label in report["label_sets"]:
-        for space in [FUSED, *[s for s in models["trained"]["spaces"] if s != FUSED]]:
+        for space in spaces:
             cells = {name: m["spaces"].get(space, {}).get("labels", {}).get(label, {})
                      for name, m in models.items()}
             trained = cells["trained"]

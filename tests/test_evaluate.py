@@ -23,7 +23,7 @@ from raysys.eval.measure import (
     relevance_by_space,
 )
 from raysys.eval.protocol import kfold_classification
-from raysys.evaluate import EvaluateError, evaluate_checkpoint
+from raysys.evaluate import EvaluateError, evaluate_checkpoint, verdict_rows
 from raysys.train.intrain_eval import evaluate_split, metric_names, quick_metrics
 from raysys.train.metrics import eval_line
 
@@ -152,6 +152,20 @@ def test_graded_relevance_ranks_in_each_modality_when_a_view_lacks_what_is_rated
     alone = Spaces("one", {"audio": emb["audio"], FUSED: emb["audio"]},
                    {"audio": present["audio"], FUSED: present["audio"]})
     assert list(relevance_by_space(alone, keys, ratings, cfg, None)) == ["relevance"]
+
+
+def test_verdict_lists_the_fused_space_only_beside_several_modalities():
+    cell = {"ncc": {"mean": 0.9, "ci95": 0.02}, "logistic": {"mean": 0.8, "ci95": 0.02}}
+
+    def report(modalities: list[str]) -> dict:
+        spaces = {s: {"labels": {"label": cell}} for s in [*modalities, FUSED]}
+        return {"label_sets": {"label": "label"},
+                "models": {"trained": {"spaces": spaces}, "random_init": {"spaces": spaces}}}
+
+    assert [r["space"] for r in verdict_rows(report(["audio"]))] == ["audio"]
+    rows = verdict_rows(report(["audio", "image"]))
+    assert [r["space"] for r in rows] == [FUSED, "audio", "image"]
+    assert rows[0]["vs_random_init"] == {"ncc": "within CI", "logistic": "within CI"}
 
 
 def test_eval_line_shows_main_label_random_control_and_retrieval():
