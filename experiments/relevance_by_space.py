@@ -43,6 +43,8 @@ def measure_run(run: str, archive: str) -> dict[str, dict]:
     cfg = load_config(str(ckpt.run_dir / "config.yaml") if ckpt.run_dir else None,
                       [f"archive={archive}"])
     pipe = open_eval_archive(archive, meta)
+    if pipe.info.relevance is None:
+        raise SystemExit(f"relevance_by_space.py: {archive} has no relevance.parquet to rank")
     frame = entity_frame(pipe, "all")
     keys = frame["key"].tolist()
     spaces = embed_models(pipe, frame, {"trained": (model, meta)}, cfg.eval.batch_size)
