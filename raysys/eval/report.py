@@ -467,9 +467,9 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
               "## Retrieval", "", "Cross-modal: the same entity's other modality among all "
               "entities with both. Graded relevance (in the fused space, and in each "
               "modality's own space when there are several): each query's rated candidates "
-              "ranked, nDCG@10 on the ratings and R@k / mAP@10 with ratings >= 50 as positives; the "
-              "queries are the entities training held out (`data.eval_fraction`), whose "
-              "ratings the ListNet term never saw.",
+              "ranked, nDCG@10 on the ratings and R@k / mAP@10 with ratings >= 50 as "
+              "positives; the queries are the entities training held out "
+              "(`data.eval_fraction`), whose ratings the ListNet term never saw.",
               "", retrieval_table(report), "",
               "## Augmentation sensitivity (audio heads)", "",
               "Mean cosine distance between a clip's embedding and that of the same clip time-"
