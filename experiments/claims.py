@@ -13,7 +13,7 @@ deciding measure, paired by seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,9 @@ class Claim:
     references: tuple[str, ...] = ()  # variants shown for scale, not in the verdict
     not_worse: tuple[str, ...] = ()  # measures where the favoured variant must not lose: its
     # paired gain over each alternative may not lie wholly below 0
+    findings: dict[str, str] = field(default_factory=dict)  # corpus -> what runs beyond the
+    # claim's own found about its verdict (why it does or does not reproduce), with the
+    # docs/learning.md session that measured it
 
     def rivals(self) -> list[str]:
         """The variants the favoured one must beat."""
@@ -132,6 +135,19 @@ CLAIMS = {
              "ListNet trains on the training entities' lists only (relevance.parquet, "
              "`data.max_candidates` best per query; `data.relevance_group` puts a query next "
              "to its candidates in a batch, the same ordering for all three variants).",
+        findings={
+            "music": "a rating is 100 × the summed weights of the attributes two recordings share, "
+                     "the instrument's 0.4 and its family's 0.2 among them (raysys/corpora/"
+                     "music.py), so ListNet's lists also teach the main label: combined's higher "
+                     "NCC (0.896 against 0.859, session 24) is label information, not evidence "
+                     "that pretraining without labels helps. With the image and log views the "
+                     "audio space ranks the ratings as well as alone (nDCG@10 0.943 against "
+                     "0.944); the fused space, which the piano roll and the log pull toward the "
+                     "melody, ranks them at 0.79 (session 25).",
+            "speech": "the speaker weighs 0.45 of a rating (raysys/corpora/speech.py); as on "
+                      "music, combined's NCC (0.949 against 0.890) is the ratings teaching the "
+                      "main label (session 25).",
+        },
     ),
     "channels": Claim(
         key="channels",
@@ -149,6 +165,16 @@ CLAIMS = {
         note="5-way prototype episodes of the main label in the audio space (600 per K). The "
              "random-init and classic rows are the 3-channel run's (the classic features do "
              "not depend on the input channels).",
+        findings={
+            "music": "one log-mel channel is as good as three on every measure (NCC 0.865 "
+                     "against 0.859, 1-shot 0.904 against 0.900; session 24). The paper's "
+                     "channels are unconfirmed (algorithms.md); log-STFT and PCEN here are maps "
+                     "of the same spectrogram at the same bins, and what the paper's gain rests "
+                     "on was not measured further.",
+            "speech": "every mean is higher with three channels (NCC +0.021, 1-shot +0.027), "
+                      "but seed 2 gains nothing on 1-shot (+0.043, +0.040, −0.003), so three "
+                      "seeds cannot separate the arms (session 25).",
+        },
     ),
     "missing": Claim(
         key="missing",
@@ -180,6 +206,18 @@ CLAIMS = {
              "as good); neither is part of the verdict. R@10: retrieving an entity's piano roll "
              "(music) or image (demo) from its audio among every entity's (chance ~0.02). "
              "Speech has no image view.",
+        findings={
+            "music": "the arms get the same number of batches, not of views: with half the "
+                     "views withheld a batch holds about half as many audio views, and a binary "
+                     "query's softmax pool is 14.5 keys against the complete-only arm's 32 "
+                     "(`pool_keys`, step 400, seed 0), so the masked arm trains the audio on "
+                     "~45 % as many views. Trained to about the same number of audio views (880 "
+                     "steps; seed 0) the masked arm's NCC gap closes from −0.063 to −0.020 and "
+                     "its 1-shot passes the complete-only arm's (0.895 against 0.873); "
+                     "retrieval does not move (R@10 0.122 against 0.146). That complete-only "
+                     "matches the audio-only run (NCC 0.859) on ~9 % of the entities also says "
+                     "this instrument is learned from few recordings (session 25).",
+        },
     ),
     "loev": Claim(
         key="loev",
@@ -337,7 +375,15 @@ def claim_section(claim: Claim, by_corpus: dict[str, dict[str, list[dict[str, An
     return lines + ["", f"{claim.favoured} against each alternative, paired by seed (mean gain "
                     "± 95% t-interval; `better` when the interval is above 0). The claim holds "
                     f"when it is better on {' and '.join(claim.decide)}{kept}:", "",
-                    "| corpus | comparison | gain |", "|---|---|---|", *verdicts, ""]
+                    "| corpus | comparison | gain |", "|---|---|---|", *verdicts, "",
+                    *findings_text(claim, list(by_corpus))]
+
+
+def findings_text(claim: Claim, corpora: list[str]) -> list[str]:
+    """What measurements beyond the claim's runs say about its verdict on these corpora."""
+    found = [f"- **{corpus}**: {claim.findings[corpus]}" for corpus in corpora
+             if corpus in claim.findings]
+    return ["Why, as far as measured (docs/learning.md):", "", *found, ""] if found else []
 
 
 # -- claim 3, its per-layer half: read from the headline runs' evaluation --------------------
@@ -472,8 +518,10 @@ def few_shot_section(by_corpus: dict[str, list[dict[str, Any]]],
              f"The claim: {FEW_SHOT_STATEMENT}. On the headline runs: 5-way K-shot episodes "
              "of the main label; the prototype head on each model's audio embedding (600 "
              "episodes per K), and the audio encoder trained from scratch on each episode's "
-             f"shots ({supervised_text(by_corpus)}). Mean ± 95% CI over seeds. The ablations "
-             "of this claim (1- vs 3-channel input, cosine vs COLA scoring) are not run yet.",
+             f"shots ({supervised_text(by_corpus)}). Mean ± 95% CI over seeds. Its input "
+             "ablation (1 vs 3 channels) is the claim `channels` below; its scoring ablation "
+             "(cosine vs COLA's bilinear scoring, `model.cola`/`objective.cola`) is not run "
+             "yet.",
              "", f"![few-shot]({plot})", "",
              "| corpus | K | trained | random init | classic | supervised from scratch | "
              "trained − supervised (paired) | trained − random init (paired) |",
