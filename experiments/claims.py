@@ -147,6 +147,13 @@ CLAIMS = {
             "speech": "the speaker weighs 0.45 of a rating (raysys/corpora/speech.py); as on "
                       "music, combined's NCC (0.949 against 0.890) is the ratings teaching the "
                       "main label (session 25).",
+            "demo": "InfoNCE alone already ranks the ratings at nDCG@10 0.930 (ListNet alone "
+                    "0.862), so combined has little to add (0.928). The demo's ratings weigh "
+                    "the fine class 0.45 and pitch and tempo 0.35 together (raysys/data/"
+                    "demo.py `similarity`); ListNet alone ranks by that mix and its audio "
+                    "groups the class poorly (NCC 0.364), and combined costs NCC (0.638 "
+                    "against 0.791; seeds 0.761, 0.487, 0.665). Why one seed falls that far "
+                    "was not measured (session 26).",
         },
     ),
     "channels": Claim(
@@ -174,6 +181,8 @@ CLAIMS = {
             "speech": "every mean is higher with three channels (NCC +0.021, 1-shot +0.027), "
                       "but seed 2 gains nothing on 1-shot (+0.043, +0.040, −0.003), so three "
                       "seeds cannot separate the arms (session 25).",
+            "demo": "equal (1-shot 0.713 log-mel only against 0.710): the demo's audio is "
+                    "harmonic pulse trains, which one log-mel map shows whole (session 26).",
         },
     ),
     "missing": Claim(
@@ -217,6 +226,13 @@ CLAIMS = {
                      "retrieval does not move (R@10 0.122 against 0.146). That complete-only "
                      "matches the audio-only run (NCC 0.859) on ~9 % of the entities also says "
                      "this instrument is learned from few recordings (session 25).",
+            "demo": "as on music, the masked arm's binary pool is 14.3 keys against 32 at "
+                    "step 200 (seed 0) and its retrieval is worse (R@10 0.111 against 0.171), "
+                    "while its NCC is not (0.872 against 0.815, seeds too far apart to "
+                    "separate). Both withholding arms group the class better than nothing "
+                    "withheld (0.791) or audio alone (0.798): on the demo fewer image and log "
+                    "positives leave the audio's class grouping intact, untested why "
+                    "(session 26).",
         },
     ),
     "loev": Claim(
@@ -272,6 +288,21 @@ CLAIMS = {
              "between two different clips (0 = invariant). Speech has no key or tempo to "
              "measure. What the figures mean, and encoder variants: docs/learning.md "
              "(sessions 10 and 13).",
+        findings={
+            "music": "both heads keep what the invariant head discards (key 0.222 against "
+                     "0.081, tempo R² 0.352 against 0.107), but below the issue's goal 3 (key "
+                     ">= 3x chance ~0.30; tempo R² >= 0.5, reached only before the time head's "
+                     "projection: branch 0.502). The untrained network keeps more key (0.342) "
+                     "than any trained head: contrastive training with pitch shifts removes key "
+                     "from the shared backbone too (sessions 21-23).",
+            "demo": "the invariant baseline is not invariant here: the demo's image (a dot at "
+                    "the pitch's clock position, a bar per tempo step) and log (the pulse "
+                    "rate) carry pitch and tempo, and aligning the audio with them keeps both "
+                    "in the invariant head (pitch 0.783, tempo R² 0.716). The time head still "
+                    "adds tempo (0.962); the pitch head does not separate from it (0.806, "
+                    "seeds 0.737-0.881). On the demo the claim cannot be tested against a "
+                    "head that discards pitch (session 26).",
+        },
     ),
 }
 
