@@ -185,6 +185,38 @@ CLAIMS = {
                     "harmonic pulse trains, which one log-mel map shows whole (session 26).",
         },
     ),
+    "scoring": Claim(
+        key="scoring",
+        title="COLA's bilinear scoring against cosine (claim 4's scoring ablation)",
+        statement="scoring pairs with COLA's learned bilinear form on a tanh(LayerNorm(Linear)) "
+                  "head gives the encoder better representations than the cosine InfoNCE "
+                  "term",
+        variants={"cosine": [],
+                  "COLA bilinear": ["model.cola=true", "objective.cola=true",
+                                    "objective.w_bin=0"]},
+        favoured="COLA bilinear",
+        decide=("main-label logistic: backbone", "main-label NCC: backbone"),
+        measures={"main-label logistic: backbone": Probe(("label",), ("backbone",)),
+                  "main-label NCC: backbone": ("depth", "audio", "backbone", "{label}", "ncc"),
+                  "main-label logistic: trained head": Probe(("label",), ("cola", "invariant",
+                                                                          "backbone")),
+                  "label neighbours: trained head": Probe(("label",), (
+                      "cola", "invariant", "backbone"), measure="agreement"),
+                  "main-label NCC: invariant head": ("spaces", "{space}", "labels", "{label}",
+                                                     "ncc")},
+        note="COLA bilinear replaces the binary term (`objective.w_bin=0`): the same views and "
+             "batches, scored by `s = e_a W e_bᵀ` on the COLA head (τ = 1, docs/objectives.md) "
+             "instead of cosine / τ on the invariant head. The arms train different heads, so "
+             "the verdict reads what both train, the encoder's output (`backbone`, as COLA's "
+             "downstream tasks do): a 5-fold logistic probe and nearest-centre accuracy of the "
+             "main label. 'trained head' reads the COLA head in the COLA arm and the invariant "
+             "head in the cosine arm ('label neighbours': the share of each clip's 10 nearest "
+             "neighbours with its label). The few-shot episodes read the invariant head, "
+             "which the COLA arm leaves untrained (a random projection of its backbone; "
+             "'main-label NCC: invariant head' shows what that costs), so 1-shot is not "
+             "compared here. On the demo the claim base also trains ListNet and LOEV, which "
+             "stay on in both arms.",
+    ),
     "missing": Claim(
         key="missing",
         title="Missing views: the masked multi-view loss vs dropping incomplete entities "

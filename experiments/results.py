@@ -3,7 +3,7 @@ against its random initialisation and the classic features (raysys evaluate's pr
 the papers' claims (experiments/claims.py).
 
     .venv/bin/python experiments/results.py [--work results-work] [--seeds 0 1 2]
-        [--corpora music speech demo] [--claims relevance channels missing loev]
+        [--corpora music speech demo] [--claims relevance channels scoring missing loev]
         [--entities 600] [--config configs/recipe.yaml] [key=value ...]
 
 For each corpus: build it (deterministic, seed 0; the music and speech builders install their
