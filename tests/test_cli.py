@@ -4,6 +4,7 @@ config fields, and reject a bad value before any work starts. No training here."
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,36 @@ def test_job_help_lists_the_shorthands():
     assert done.returncode == 0, done.stderr
     for flag in ("--config", "--archive", "--out", "--steps", "--address", "key=value"):
         assert flag in done.stdout
+
+
+# Runs a job script in a checkout whose raysys is not installed: the editable install's finder
+# is taken off sys.meta_path, so `import raysys` must come from the script's own checkout.
+WITHOUT_INSTALL = """
+import runpy, sys
+sys.meta_path = [f for f in sys.meta_path
+                 if not getattr(f, "__module__", "").startswith("__editable__")]
+script = sys.argv[1]
+sys.argv = [script, "--help"]
+try:
+    runpy.run_path(script, run_name="__main__")
+except SystemExit:
+    pass
+print("raysys from", sys.modules["raysys"].__file__)
+"""
+
+
+@pytest.mark.parametrize("job", ["pretrain", "sweep", "embed"])
+def test_job_scripts_import_raysys_from_their_checkout(job, tmp_path):
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
+    shutil.copytree(ROOT / "raysys", tmp_path / "raysys")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-c", WITHOUT_INSTALL,
+                           str(tmp_path / "jobs" / f"{job}.py")],
+                          capture_output=True, text=True, timeout=120, cwd=elsewhere)
+    assert done.returncode == 0, done.stderr
+    assert "--archive" in done.stdout
+    assert f"raysys from {tmp_path / 'raysys'}" in done.stdout
 
 
 @pytest.mark.parametrize("parser", ["cli", "job"])
