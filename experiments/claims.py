@@ -493,14 +493,18 @@ def depth_section(by_corpus: dict[str, list[dict[str, Any]]],
              "and frequency, the backbone, the invariant head); NCC k-fold over every entity, "
              "mean ± 95% CI over seeds. The over-training half (NCC and CDNV against the step) "
              "needs runs with in-training evaluation (`eval.every`), not part of this "
-             "regeneration: the music headline retrained with `eval.every=100` on seeds 0-2 "
-             "(`python experiments/over_training.py --runs experiments/records/over-training/"
-             "music/run-seed*`, held-out split of 108 entities, paired by seed; "
-             "[plot](over-training-music.png), docs/learning.md session 27) reproduces it: "
-             "instrument NCC 0.522 → 0.792 (+0.269 ± 0.145), family NCC +0.336 ± 0.081, CDNV "
-             "0.403 → 0.138 (−0.265 ± 0.111), the random-label control at or below its start "
-             "(0.051 → 0.006, chance ~0.04); and the issue's goal 4 holds: step 1000 is the "
-             "best step on average (logistic 0.840 against 0.830 at step 900, within CI).",
+             "regeneration: the music and speech headlines retrained with `eval.every=100` on "
+             "seeds 0-2 (`python experiments/over_training.py --runs experiments/records/"
+             "over-training/music/run-seed*`, and `speech/run-seed* --coarse language`; "
+             "held-out splits of 108 and 106 entities, paired by seed; plots "
+             "[music](over-training-music.png), [speech](over-training-speech.png); "
+             "docs/learning.md session 27) reproduce it: main-label NCC from step 0 to 1000 "
+             "+0.269 ± 0.145 on music (0.522 → 0.792) and +0.393 ± 0.143 on speech (0.528 → "
+             "0.921), the coarse label +0.336 ± 0.081 and +0.230 ± 0.059, CDNV 0.403 → 0.138 "
+             "and 1.264 → 0.217, the random-label control at or below its start (music 0.051 "
+             "→ 0.006, speech 0.119 → 0.088; chance ~0.04 and ~0.08). The issue's goal 4 "
+             "holds on both: the last step is within CI of the best earlier one (logistic "
+             "+0.010 ± 0.072 on music, −0.006 ± 0.027 on speech).",
              "",
              f"![depth]({plot})", "",
              "| corpus | layer | main NCC trained | main NCC random init | coarse NCC trained "
