@@ -270,11 +270,13 @@ CLAIMS = {
                      "query's softmax pool is 14.5 keys against the complete-only arm's 32 "
                      "(`pool_keys`, step 400, seed 0), so the masked arm trains the audio on "
                      "~45 % as many views. Trained to about the same number of audio views (880 "
-                     "steps; seed 0) the masked arm's NCC gap closes from −0.063 to −0.020 and "
-                     "its 1-shot passes the complete-only arm's (0.895 against 0.873); "
-                     "retrieval does not move (R@10 0.122 against 0.146). That complete-only "
-                     "matches the audio-only run (NCC 0.859) on ~9 % of the entities also says "
-                     "this instrument is learned from few recordings (session 25).",
+                     "steps; seeds 0 and 1) the masked arm's NCC gap closes from −0.063 to "
+                     "−0.020 and from −0.068 to −0.033, and its 1-shot reaches the "
+                     "complete-only arm's (0.895 against 0.873; 0.888 against 0.887); "
+                     "retrieval does not move (R@10 0.122 against 0.146; 0.118 against 0.155). "
+                     "That complete-only matches the audio-only run (NCC 0.859) on ~9 % of the "
+                     "entities also says this instrument is learned from few recordings "
+                     "(sessions 25 and 27).",
             "demo": "as on music, the masked arm's binary pool is 14.3 keys against 32 at "
                     "step 200 (seed 0) and its retrieval is worse (R@10 0.111 against 0.171), "
                     "while its NCC is not (0.872 against 0.815, seeds too far apart to "
