@@ -16,7 +16,6 @@ than the best earlier one. Runs are paired by seed; a step missing from any run 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,17 +28,19 @@ COLUMNS = (("{label}", "ncc"), ("{label}", "logistic"), ("{coarse}", "ncc"),
 
 
 def eval_curve(run: Path) -> dict[int, dict[str, float]]:
-    """step -> the in-training evaluation's `eval/...` values of one run folder."""
-    path = run / "metrics.jsonl"
-    if not path.is_file():
+    """step -> the in-training evaluation's `eval/...` values of one run folder (its
+    metrics.jsonl, read as `raysys evaluate` reads it for its curves)."""
+    from raysys.eval.report import eval_records
+    from raysys.evaluate import read_history
+
+    if not (run / "metrics.jsonl").is_file():
         raise SystemExit(f"--runs {run}: no metrics.jsonl (not a run folder)")
     curve: dict[int, dict[str, float]] = {}
-    for line in path.read_text().splitlines():
-        record = json.loads(line) if line.strip() else {}
-        values = {k[len("eval/"):]: v for k, v in record.items()
-                  if k.startswith("eval/") and isinstance(v, int | float)}
-        if values and "step" in record and "eval/error" not in record:
-            curve.setdefault(int(record["step"]), {}).update(values)
+    for record in eval_records(read_history(run)):
+        if "eval/error" not in record:
+            curve.setdefault(int(record["step"]), {}).update(
+                {k[len("eval/"):]: v for k, v in record.items()
+                 if k.startswith("eval/") and isinstance(v, int | float)})
     if not curve:
         raise SystemExit(f"--runs {run}: metrics.jsonl has no in-training evaluation "
                          "(train with eval.every=N)")

@@ -51,7 +51,8 @@ print("raysys from", sys.modules["raysys"].__file__)
 @pytest.mark.parametrize("job", ["pretrain", "sweep", "embed"])
 def test_job_scripts_import_raysys_from_their_checkout(job, tmp_path):
     shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
-    shutil.copytree(ROOT / "raysys", tmp_path / "raysys")
+    shutil.copytree(ROOT / "raysys", tmp_path / "raysys",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     done = subprocess.run([sys.executable, "-c", WITHOUT_INSTALL,
