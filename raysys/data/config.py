@@ -220,6 +220,11 @@ class DataConfig(Section):
         2, ge=0, description="micro-batches each training worker keeps fetched ahead of the step "
         "(Ray Data iter_batches); more absorbs short decode stalls at the cost of memory"
     )
+    executor_pause_ms: float = Field(
+        5.0, ge=0, le=100, description="sleep of Ray Data's scheduling loop after each step "
+        "while the consumer has batches waiting (raysys.data.pacing); 0 = Ray's loop, which "
+        "spins then and took as much CPU as each training worker's step on 2 cores"
+    )
     decode_concurrency: int | None = Field(None, ge=1, description="map tasks; None = Ray's")
     decode_cpus: AutoOrPositive = Field(
         "auto", description="logical CPUs per decode task (fractions let decoding share CPUs "

@@ -371,11 +371,13 @@ def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's per-worker entry point: `config = {"cfg": dict, "pipeline": Pipeline}`."""
     import ray.train
 
+    from raysys.data.pacing import pace_ray_data
     from raysys.runtime import quiet_worker_logs
 
     quiet_worker_logs()
     ctx = ray.train.get_context()
     cfg = RaysysConfig.model_validate(config["cfg"])
+    pace_ray_data(cfg.data.executor_pause_ms)  # this worker's shard runs its executor here
     try:
         Trainer(cfg, config["pipeline"], ctx.get_world_rank(), ctx.get_world_size()).run()
     except UserError:  # e.g. TooManyBadRecords: one message on the driver, no traceback
