@@ -149,6 +149,31 @@ def test_measure_separates_signal_from_noise_on_the_same_folds():
     assert out["signal"]["retrieval"]["cross_modal"] == {}  # one modality: no pair
 
 
+def test_a_space_equal_to_a_measured_one_reuses_it_and_thin_factors_are_skipped():
+    x, y = blobs(classes=4, per=10, spread=3.0)
+    n = y.size
+    melody = np.arange(n) // 2  # 20 classes of 2: too few per class, as the label set says
+    labels = pd.DataFrame({"label": y, "label_melody": melody})
+    cfg = EvaluationConfig(few_shot_episodes=20, few_shot_shots=[1])
+    other = x + 1.0
+    spaces = Spaces("m", {"audio": x, "image": other, FUSED: x.copy()},
+                    {m: np.ones(n, bool) for m in ("audio", "image", FUSED)},
+                    probe_spaces={"audio": {"backbone": x}})
+    out = measure(spaces, labels, [str(i) for i in range(n)], label_sets={"label": "label"},
+                  factors={"label": "label", "melody": "label_melody"},
+                  kinds={"label": "categorical", "melody": "categorical"}, cfg=cfg)
+    assert out["spaces"][FUSED] == out["spaces"]["audio"]
+    alone = measure(Spaces("m", {FUSED: x}, {FUSED: np.ones(n, bool)}), labels,
+                    [str(i) for i in range(n)], label_sets={"label": "label"}, factors={},
+                    kinds={}, cfg=cfg)
+    assert alone["spaces"][FUSED] == out["spaces"]["audio"]  # the reused result is its own
+    assert out["spaces"]["image"]["entities"] == n
+    label_row, melody_row = out["probes"]
+    assert label_row["value"]["mean"] > 0.9
+    assert melody_row["factor"] == "melody" and "too few samples per class" in \
+        melody_row["skipped"]
+
+
 def test_cross_modal_retrieval_ranks_in_the_shared_space_when_given():
     rng = np.random.default_rng(3)
     n = 30
