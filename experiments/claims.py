@@ -227,7 +227,10 @@ CLAIMS = {
                      "against 0.921 (+0.000 ± 0.017). Most of the gap was the learning rate; "
                      "tuned, COLA still does not beat cosine (sessions 27 and 28).",
             "speech": "lower on every seed (backbone NCC 0.824, 0.772, 0.781 against 0.852, "
-                      "0.863, 0.885; logistic −0.019 ± 0.020), as on music (session 27).",
+                      "0.863, 0.885; logistic −0.019 ± 0.020), as on music. At lr 5e-4 (the "
+                      "COLA arm only, 3 seeds) equal: NCC 0.869, 0.863, 0.856 (−0.004 ± "
+                      "0.058), logistic 0.970, 0.950, 0.978 against 0.933, 0.959, 0.957 "
+                      "(+0.016 ± 0.058) (sessions 27 and 28).",
             "demo": "the other way: backbone NCC 0.969, 0.967, 0.937 against 0.806, 0.798, "
                     "0.776 (+0.164 ± 0.010), while audio→image R@10 falls to 0.00-0.05 "
                     "(cosine 0.23-0.31): without the binary term nothing aligns the audio "
