@@ -33,8 +33,7 @@ from raysys.train.driver import pretrain  # noqa: E402
 def one_run(config: str, archive: Path, out: Path, steps: int, pause: float,
             overrides: list[str]) -> dict[str, float]:
     cfg = load_config(config, [f"archive={archive}", f"out={out}", f"train.steps={steps}",
-                               f"data.executor_pause_ms={pause}",
-                               *overrides])
+                               f"data.executor_pause_ms={pause}", *overrides])
     start = time.perf_counter()
     pretrain(cfg)
     seconds = time.perf_counter() - start
@@ -58,8 +57,7 @@ def table(runs: dict[float, list[dict[str, float]]]) -> list[str]:
         base = base or mean_rate
         lines.append(f"| {pause:g} | {', '.join(f'{s:.0f}' for s in sec)} | "
                      f"{sum(sec) / len(sec):.0f} | {', '.join(f'{r:.1f}' for r in rate)} | "
-                     f"{mean_rate:.1f} | {mean_rate / base:.2f} | "
-                     f"{losses} |")
+                     f"{mean_rate:.1f} | {mean_rate / base:.2f} | {losses} |")
     return lines
 
 

@@ -26,7 +26,7 @@ class ExecutorPacing(ExecutionCallback):
     """Sleep `pause_s` after a scheduling step while the consumer has output waiting."""
 
     pause_s: ClassVar[float] = 0.0
-    steps: ClassVar[int] = 0  # loop steps this process has seen (benchmarks read it)
+    steps: ClassVar[int] = 0  # loop steps and pauses this process has seen (tests read them)
     pauses: ClassVar[int] = 0
 
     def on_execution_step(self, executor: Any) -> None:
