@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier, NearestCentroid
@@ -21,6 +22,7 @@ from raysys.eval.protocol import (
     discover_labels,
     kfold_classification,
     kfold_regression,
+    labels_per_class_classification,
     resolve_labels,
 )
 
@@ -98,6 +100,42 @@ def test_kfold_regression_picks_ridge_strength_on_training_folds_and_tempo_accur
     assert r2(fixed) < 0 < r2(pred)
 
 
+def test_labels_per_class_equals_a_naive_reimplementation_of_its_draws():
+    x, y = blobs(classes=4, per=15, spread=1.0)
+    y = y[:-3]  # class 3 keeps 12 entities: K = 12 leaves it out
+    x = x[:-3]
+    got = labels_per_class_classification(x, y, budgets=[3, 12], draws=4, seed=7)
+    for k, classes in ((3, [0, 1, 2, 3]), (12, [0, 1, 2])):
+        rng = np.random.default_rng([7, k])
+        accs = {"logistic": [], "ncc": []}
+        for _ in range(4):
+            labelled = np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False)
+                                       for c in classes])
+            test = np.array([i for i in range(y.size) if y[i] in classes and i not in labelled])
+            for name, clf in (("logistic", LogisticRegression(max_iter=2000)),
+                              ("ncc", NearestCentroid())):
+                model = make_pipeline(StandardScaler(), clf).fit(x[labelled], y[labelled])
+                accs[name].append(np.mean(model.predict(x[test]) == y[test]))
+        cell = got["by_k"][str(k)]
+        assert cell["classes"] == len(classes) and cell["labelled"] == k * len(classes)
+        assert cell["test"] == sum((y == c).sum() for c in classes) - k * len(classes)
+        for name, values in accs.items():
+            assert cell[name]["mean"] == pytest.approx(np.mean(values))
+            half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2.0
+            assert cell[name]["ci95"] == pytest.approx(half)
+
+
+def test_labels_per_class_tells_signal_from_noise_and_skips_impossible_budgets():
+    x, y = blobs(classes=5, per=12, spread=3.0)
+    noise = np.random.default_rng(1).normal(size=x.shape)
+    signal = labels_per_class_classification(x, y, budgets=[1, 5, 12], draws=5)
+    chance = labels_per_class_classification(noise, y, budgets=[1, 5, 12], draws=5)
+    for k in ("1", "5"):
+        assert signal["by_k"][k]["logistic"]["mean"] > 0.7
+        assert chance["by_k"][k]["logistic"]["mean"] < 0.5
+    assert "0 class(es) have more than K=12" in signal["by_k"]["12"]["skipped"]
+
+
 def test_compare_outside_the_ci():
     a, b = {"mean": 0.9, "ci95": 0.02}, {"mean": 0.8, "ci95": 0.03}
     assert compare(a, b) == "better" and compare(b, a) == "worse"
@@ -144,6 +182,9 @@ def test_measure_separates_signal_from_noise_on_the_same_folds():
     k1 = [d["few_shot"]["label"]["by_k"]["1"]["mean"] for d in (sig, noi)]
     assert k1[0] > k1[1]
     assert "skipped" in sig["few_shot"]["label"]["by_k"]["20"]  # 12 per class
+    budget = [d["labels_per_class"]["label"]["by_k"]["5"]["logistic"]["mean"] for d in (sig, noi)]
+    assert budget[0] > 0.9 > 0.5 > budget[1]
+    assert "skipped" in sig["labels_per_class"]["label"]["by_k"]["20"]
     probe = out["signal"]["probes"][0]
     assert probe["kind"] == "tempo" and probe["value"]["mean"] > 0.8 and "acc1" in probe
     assert out["signal"]["retrieval"]["cross_modal"] == {}  # one modality: no pair

@@ -67,6 +67,13 @@ class EvaluationConfig(Section):
         "stretched and pitch-shifted (how far each head moves; docs/evaluation.md); 0 = off",
     )
     projection: Literal["pca", "tsne"] = Field("pca", description="2-D projection of the report")
+    labels_per_class: list[int] = Field(
+        default_factory=lambda: [5, 10, 20], description="K values of the label-budget "
+        "probe: logistic and nearest-centre classifiers fitted on K labelled entities per "
+        "class, tested on all the others ([] = off)",
+    )
+    label_draws: int = Field(10, ge=1, description="random draws of the labelled entities "
+                             "per K of the label-budget probe")
     few_shot_shots: list[int] = Field(
         default_factory=lambda: [1, 5, 10, 20], description="K values of the few-shot curve"
     )
@@ -90,7 +97,7 @@ class EvaluationConfig(Section):
             raise ValueError(f"{bad}: label columns are named 'label' or 'label_*'")
         return value
 
-    @field_validator("few_shot_shots")
+    @field_validator("few_shot_shots", "labels_per_class")
     @classmethod
     def _check_shots(cls, value: list[int]) -> list[int]:
         if any(k < 1 for k in value):

@@ -4,7 +4,8 @@
 where the modality is absent), the presence masks, the "fused" space and, per modality, the
 probe spaces (backbone and each head). `measure` returns a JSON-able dict:
 
-    {"spaces": {space: {"entities": n, "labels": {set: kfold result}, "few_shot": {set: curve}}},
+    {"spaces": {space: {"entities": n, "labels": {set: kfold result}, "few_shot": {set: curve},
+                        "labels_per_class": {set: {"by_k": ...}}}},
      "probes": [{"modality", "space", "factor", "kind", ...}],
      "retrieval": {"cross_modal": {"a->b": {...}}, "relevance": {...},
                    "relevance_by_modality": {modality: {...}}},
@@ -32,7 +33,11 @@ from raysys.eval.clustering import cdnv, random_labels
 from raysys.eval.config import EvaluationConfig
 from raysys.eval.fewshot import few_shot
 from raysys.eval.probes import TEMPO_TOLERANCE
-from raysys.eval.protocol import FactorKind, kfold_classification
+from raysys.eval.protocol import (
+    FactorKind,
+    kfold_classification,
+    labels_per_class_classification,
+)
 from raysys.eval.retrieval import cosine_scores, retrieval_report
 from raysys.eval.subspace import probe_row
 
@@ -137,18 +142,25 @@ def _labelled(frame: pd.DataFrame, column: str, keep: np.ndarray) -> np.ndarray:
 
 def measure_space(x: np.ndarray, keep: np.ndarray, labels: pd.DataFrame,
                   label_sets: dict[str, str], cfg: EvaluationConfig) -> dict[str, Any]:
-    """k-fold classification and the few-shot curve of one space, per label set."""
-    out: dict[str, Any] = {"entities": int(keep.sum()), "labels": {}, "few_shot": {}}
+    """k-fold classification, the few-shot curve and the label-budget probe of one space,
+    per label set."""
+    out: dict[str, Any] = {"entities": int(keep.sum()), "labels": {}, "few_shot": {},
+                           "labels_per_class": {}}
     for name, column in label_sets.items():
         rows = _labelled(labels, column, keep)
         y = labels[column].to_numpy()[rows]
         reason = too_few_per_class(y)
         if reason:
-            out["labels"][name] = out["few_shot"][name] = {"skipped": reason}
+            for part in ("labels", "few_shot", "labels_per_class"):
+                out[part][name] = {"skipped": reason}
             continue
         out["labels"][name] = guarded(kfold_classification, x[rows], y, folds=cfg.folds,
                                       seed=cfg.seed, C=cfg.probe_C, knn_k=cfg.knn_k)
         out["few_shot"][name] = guarded(few_shot_curve, x[rows], y, cfg)
+        if cfg.labels_per_class:
+            out["labels_per_class"][name] = guarded(
+                labels_per_class_classification, x[rows], y, budgets=cfg.labels_per_class,
+                draws=cfg.label_draws, seed=cfg.seed, C=cfg.probe_C, knn_k=cfg.knn_k)
     return out
 
 

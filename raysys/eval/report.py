@@ -268,6 +268,29 @@ def classification_table(report: dict[str, Any]) -> str:
     return table(["label", "space", "classifier", *names], rows)
 
 
+def labels_per_class_table(report: dict[str, Any]) -> str:
+    """Per label set, space and K: logistic / nearest-centre accuracy of each model with K
+    labelled entities per class (the same draws for every model)."""
+    names = list(report["models"])
+    rows = []
+    for label in report["label_sets"]:
+        for space in report["models"]["trained"]["spaces"]:
+            budgets = {n: report["models"][n]["spaces"].get(space, {})
+                       .get("labels_per_class", {}).get(label, {}).get("by_k", {})
+                       for n in names}
+            for k, first in budgets["trained"].items():
+                if "skipped" in first:
+                    rows.append([label, space, k, "", f"skipped: {first['skipped']}",
+                                 *[""] * (len(names) - 1)])
+                    continue
+                cells = [f"{ci_cell(budgets[n].get(k, {}).get('logistic'))} / "
+                         f"{ci_cell(budgets[n].get(k, {}).get('ncc'))}" for n in names]
+                rows.append([label, space, k, f"{first['classes']} / {first['test']} / "
+                             f"{fmt(first['chance'])}", *cells])
+    return table(["label", "space", "K", "classes / tested / chance", *names], rows) if rows \
+        else "Off (`eval.labels_per_class` is empty) or no label set allows it."
+
+
 def few_shot_table(report: dict[str, Any]) -> str:
     names = list(report["models"])
     rows = []
@@ -453,6 +476,12 @@ def write_report(out_dir: Path, report: dict[str, Any], *, history: list[dict[st
         "(|a - b| > sqrt(ci_a² + ci_b²)), for NCC / logistic.", "",
         verdict_table(report), "",
         "## Classification (k-fold, every classifier)", "", classification_table(report), "",
+        "## With K labels per class", "",
+        "Logistic probe / nearest centre (z-scored, as above) fitted on K labelled entities of "
+        "each class that has more than K, tested on all its other entities; mean ± 95% "
+        "t-interval over `eval.label_draws` draws, the same draws for every model. k-fold "
+        "above trains on (folds − 1) / folds of every class.", "",
+        labels_per_class_table(report), "",
     ]
     few, plots = _few_shot_section(out_dir, report)
     lines += few
