@@ -49,6 +49,7 @@ from claims import (
     few_shot_section,
     variant_dir,
 )
+from label_budget import label_budget_plot, label_budget_section
 from panels import panels, save
 from records import (
     RECORDS,
@@ -60,7 +61,7 @@ from records import (
     record_path,
     write_record,
 )
-from seedstats import get, over_seeds, paired_gain, seed_stats, verdict
+from seedstats import MODELS, get, over_seeds, paired_gain, seed_stats, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS_OVERRIDES = {
@@ -79,7 +80,6 @@ CORPUS_OVERRIDES = {
 # The demo's 200 steps stay.
 SHORT = ["train.steps=400", "objective.neighbour_positives=0"]
 CLAIM_OVERRIDES = {"music": SHORT, "speech": SHORT, "demo": []}
-MODELS = ("trained", "random_init", "classic")
 # `raysys evaluate` overrides for the headline runs: claim 4's third arm, the audio encoder
 # trained from scratch on each few-shot episode's shots, 5 episodes per K (~1.5 min more per
 # evaluation on 2 cores; the seed-level interval over 3 x 5 episodes is wide: raise it where
@@ -196,6 +196,8 @@ HEADLINE_MEASURES = {  # name in the table: path under spaces.<space>
     "ncc": ("labels", "ncc"),
     "1-shot": ("few_shot", "by_k", "1"),
     "5-shot": ("few_shot", "by_k", "5"),
+    "logistic, 5/class": ("labels_per_class", "by_k", "5", "logistic"),
+    "logistic, 10/class": ("labels_per_class", "by_k", "10", "logistic"),
 }
 
 
@@ -252,7 +254,7 @@ def headline_plot(by_corpus: dict[str, list[dict[str, Any]]], path: Path) -> Non
             got = [cells[m][model] or {"mean": np.nan, "ci95": 0.0} for m in cells]
             ax.bar(x + (i - 1) * width, [g["mean"] for g in got], width,
                    yerr=[g["ci95"] for g in got], capsize=2, label=model.replace("_", " "))
-        ax.set_xticks(x, list(cells))
+        ax.set_xticks(x, list(cells), rotation=30, ha="right", fontsize=7)
         ax.set_title(f"{name}: {next(iter(reports[0]['label_sets']))}, {main_space(reports[0])}")
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
@@ -500,7 +502,9 @@ def header(command: str, args: argparse.Namespace, total: float, plot: str) -> l
         "mean ± 95% t-interval over seeds, `better`/`worse` when the interval excludes 0. "
         "Trained vs classic (one deterministic feature set): `better`/`worse` when the "
         "difference is outside the 95% CIs (|a − b| > sqrt(ci_a² + ci_b²)), else `within "
-        "CI`. 1-shot and 5-shot: 5-way prototype episodes. What the figures mean for the "
+        "CI`. 1-shot and 5-shot: 5-way prototype episodes. `logistic, K/class`: the "
+        "logistic probe fitted on K labelled entities of every class, tested on the rest "
+        "(section \"Goal 1 at 5-20 labels per class\"). What the figures mean for the "
         "issue's goals: docs/learning.md.", "",
         "After the per-corpus tables come the papers' claims (docs/learning.md, issue 14): "
         "clustering by depth and few-shot against supervised training from scratch, read from "
@@ -580,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
     few_shot_png = doc.with_name(f"{doc.stem}-few-shot.png")
     few_shot_plot(headline_runs, main_of, few_shot_png)
     lines += few_shot_section(headline_runs, main_of, few_shot_png.name)
+    budget_png = doc.with_name(f"{doc.stem}-label-budget.png")
+    label_budget_plot(headline_runs, main_of, budget_png)
+    lines += label_budget_section(headline_runs, main_of, budget_png.name)
     for key in args.claims:
         by_corpus = {name: got["claims"][key] for name, got in saved.items()
                      if key in got["claims"]}

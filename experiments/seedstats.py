@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+MODELS = ("trained", "random_init", "classic")  # the report's models, in table order
+
 
 def get(report: dict[str, Any], model: str, *path: str) -> Any:
     """report["models"][model][path...], or {} where the path does not exist."""
