@@ -16,6 +16,8 @@ import numpy as np
 from panels import panels, save
 from seedstats import MODELS, get, over_seeds, paired_gain, seed_stats, verdict
 
+from raysys.eval.protocol import compare
+
 CLASSIFIERS = {"logistic": "-", "ncc": "--"}
 
 
@@ -34,13 +36,10 @@ def budgets(reports: list[dict[str, Any]], main: str, space: str) -> dict[str, d
 
 def vs_classic(trained: dict[str, float] | None, classic: dict[str, float] | None) -> str:
     """Trained − classic over seeds (classic is one deterministic feature set: its draws'
-    interval), `better`/`worse` outside the combined interval."""
+    interval), worded as the protocol's `compare`: `better`/`worse` outside both intervals."""
     if trained is None or classic is None:
         return "n/a"
-    gap = trained["mean"] - classic["mean"]
-    half = float(np.hypot(trained["ci95"], classic["ci95"]))
-    word = "better" if gap > half else "worse" if gap < -half else "within CI"
-    return f"{word} ({gap:+.3f})"
+    return f"{compare(trained, classic)} ({trained['mean'] - classic['mean']:+.3f})"
 
 
 def label_budget_section(by_corpus: dict[str, list[dict[str, Any]]],
