@@ -104,6 +104,18 @@ def test_time_stretch_scales_onset_spacing_by_inverse_rate(rate):
     assert dominant_frequency(stretched) == pytest.approx(1000.0, rel=0.01)  # pitch kept
 
 
+@pytest.mark.parametrize("rate", [0.7, 200 / 237, 1.0, 1.1, 1.3, 200 / 163])
+def test_phase_vocoder_is_bit_equal_to_torchaudios(rate):
+    import torchaudio.functional as AF
+
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal(20800).astype(np.float32))
+    spec = torch.stft(wave, 512, 128, window=torch.hann_window(512), pad_mode="constant",
+                      return_complex=True)
+    advance = torch.linspace(0, math.pi * 128, spec.shape[-2])[:, None]
+    assert torch.equal(A.phase_vocoder(spec, rate, advance),
+                       AF.phase_vocoder(spec, rate, advance))
+
+
 def test_time_stretch_records_rate_and_fixes_length():
     wave = bursts(0.2, seconds=1.3)
     out, record = A.time_stretch(wave, rng(4), (0.7, 1.3), SR)
