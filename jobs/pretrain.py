@@ -13,9 +13,7 @@ error (config, archive, paths, cluster size) ends the job FAILED with one messag
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 try:
@@ -23,26 +21,10 @@ try:
 except ImportError:  # the job's working dir is the repository: import from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raysys.cli import add_pretrain_args, cmd_pretrain
-from raysys.errors import UserError
+from raysys.cli import add_pretrain_args, cmd_pretrain, job_entry
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobs/pretrain.py", description="raysys pretraining (for `ray job submit`)"
-    )
-    add_pretrain_args(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return cmd_pretrain(args)
-    except UserError as e:  # config, archive, paths, cluster size: one message, exit 2
-        print(f"jobs/pretrain.py: {e}", file=sys.stderr)
-        return 2
-
+build_parser, main = job_entry("jobs/pretrain.py", "raysys pretraining (for `ray job submit`)",
+                               add_pretrain_args, cmd_pretrain)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -14,9 +14,7 @@ size) ends the job FAILED with one message, exit 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 try:
@@ -24,26 +22,10 @@ try:
 except ImportError:  # the job's working dir is the repository: import from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from raysys.cli import add_sweep_args, cmd_sweep
-from raysys.errors import UserError
+from raysys.cli import add_sweep_args, cmd_sweep, job_entry
 
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobs/sweep.py", description="raysys sweep (for `ray job submit`)"
-    )
-    add_sweep_args(parser)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return cmd_sweep(args)
-    except UserError as e:  # config, archive, paths, cluster size: one message, exit 2
-        print(f"jobs/sweep.py: {e}", file=sys.stderr)
-        return 2
-
+build_parser, main = job_entry("jobs/sweep.py", "raysys sweep (for `ray job submit`)",
+                               add_sweep_args, cmd_sweep)
 
 if __name__ == "__main__":
     sys.exit(main())

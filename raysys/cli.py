@@ -262,17 +262,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, prog: str = "raysys") -> int:
-    """Parse and run; a user error (raysys.errors.UserError) is one message and exit 2."""
+def run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace,
+                prog: str) -> int:
+    """Run a parsed command; a user error (raysys.errors.UserError: config, archive, paths,
+    cluster size) is one message and exit 2."""
     from raysys.errors import UserError
 
-    args = build_parser().parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except UserError as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 2
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "raysys") -> int:
+    """Parse and run (run_command)."""
+    args = build_parser().parse_args(argv)
+    return run_command(args.func, args, prog)
+
+
+def job_entry(prog: str, description: str,
+              add_args: Callable[[argparse.ArgumentParser], None],
+              command: Callable[[argparse.Namespace], int]
+              ) -> tuple[Callable[[], argparse.ArgumentParser],
+                         Callable[[Sequence[str] | None], int]]:
+    """(build_parser, main) of a `ray job submit` script in jobs/: one command's arguments at
+    the top level, run as `raysys <command>` runs them."""
+
+    def build() -> argparse.ArgumentParser:
+        parser = argparse.ArgumentParser(prog=prog, description=description)
+        add_args(parser)
+        return parser
+
+    def run(argv: Sequence[str] | None = None) -> int:
+        return run_command(command, build().parse_args(argv), prog)
+
+    return build, run
 
 
 if __name__ == "__main__":
