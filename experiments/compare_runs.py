@@ -8,7 +8,8 @@ Each RUN is a folder `raysys evaluate` has written `eval/eval.json` into. The n-
 a markdown table: each measure's mean ± 95% t-interval over seeds for both sets, the gain
 a − b paired by seed with its verdict, the per-seed values, and the random-init and classic
 baselines of the first `--a` run's report. Measures: NCC, logistic, kNN, N-way 1-/5-/20-shot
-on the space's main label, and the CDNV of the invariant head (lower = tighter classes).
+on the space's main label, the logistic probe with 5, 10 and 20 labels per class, and the
+CDNV of the invariant head (lower = tighter classes).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def measures(label: str, space: str) -> dict[str, tuple[str, ...]]:
     shots = ("spaces", space, "few_shot", label, "by_k")
     found = {n: ("spaces", space, "labels", label, n) for n in ("ncc", "logistic", "knn")}
     found |= {f"{k}-shot": (*shots, k) for k in ("1", "5", "20")}
+    budget = ("spaces", space, "labels_per_class", label, "by_k")
+    found |= {f"logistic, {k}/class": (*budget, k, "logistic") for k in ("5", "10", "20")}
     found["CDNV"] = ("depth", space, "invariant", label, "cdnv")
     return found
 
