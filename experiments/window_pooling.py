@@ -54,8 +54,9 @@ def pooled_windows(net, meta, batches) -> dict[tuple[str, str], dict[int, np.nda
             for space in SPACES:
                 for i, w in zip(rows, torch.split(per_window[space], counts), strict=True):
                     mean = w.mean(0)
-                    mean = F.normalize(mean, dim=-1) if space == "invariant" else mean
-                    spread = torch.cat([w.mean(0), w.std(0, unbiased=False)])
+                    spread = torch.cat([mean, w.std(0, unbiased=False)])
+                    if space == "invariant":  # a head is re-normalised after pooling, as embed does
+                        mean = F.normalize(mean, dim=-1)
                     out.setdefault((space, "mean"), {})[start + i] = mean.numpy()
                     out.setdefault((space, "mean+std"), {})[start + i] = spread.numpy()
         start += len(batch["key"])
