@@ -23,7 +23,8 @@ def test_shipped_configs_load_with_the_measured_defaults(name: str) -> None:
     path = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
     cfg = load_config(path)
     audio = cfg.data.augment.audio
-    assert audio.eq_p == 0.8 and audio.crop_shared is False
+    assert audio.eq_p == 1.0 and audio.crop_shared is False
+    assert audio.eq_tilt_db == (-5.0, 5.0) and audio.eq_peak_db == (-12.0, 12.0)
     assert cfg.model.cross_head is True and cfg.model.cross_backprop == 0.0
     single = load_config(path, ["data.modalities=[audio]", "data.views_per_modality=4"])
     assert single.model.cross_head is False

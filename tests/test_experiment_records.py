@@ -55,3 +55,33 @@ def test_changed_or_unreadable_settings_are_named():
     other_eval = a_record(OVERRIDES)
     other_eval["report"]["config"]["eval"]["few_shot_shots"] = [3]
     assert mismatch(other_eval, *today(), "abc") == ["evaluation (few_shot_shots)"]
+
+
+def test_plan_says_which_seeds_a_regeneration_would_train_again(tmp_path):
+    """results.py --plan: a record or run folder of other settings is named, not counted."""
+    from argparse import Namespace
+
+    import yaml
+    from results import record_path, run_config, seed_states
+
+    work, records = tmp_path / "work", tmp_path / "records"
+    folder, archive = work / "music", work / "music" / "archive"
+    args = Namespace(seeds=[0, 1, 2], config=None, records=records)
+    for seed, steps in ((0, 400), (1, 300)):  # seed 0 as planned, seed 1 with other steps
+        run = folder / f"run-seed{seed}"
+        cfg, evaluation = run_config(archive, run, seed, None, [f"train.steps={steps}"], [])
+        write_record(record_path(work, run, records), {
+            "settings": learned_settings(cfg), "archive": "abc",
+            "report": {"config": {"eval": evaluation}}, "train_seconds": 1.0,
+            "eval_seconds": 1.0})
+    trained = folder / "run-seed2"  # a run folder trained with other steps
+    (trained / "model").mkdir(parents=True)
+    (trained / "model" / "model.json").write_text("{}")
+    cfg, _ = run_config(archive, trained, 2, None, ["train.steps=300"], [])
+    (trained / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+
+    done, kept, stale = seed_states(folder, work, args, archive, "abc", ["train.steps=400"], [])
+    assert (done, kept) == ([], [0])
+    assert stale == ["seed 1's record has other train.steps: trained again",
+                     "seed 2's run folder has other train.steps: delete it (a regeneration "
+                     "stops at it)"]
